@@ -1,0 +1,82 @@
+"""MatchingEngine: the Python owner of one compiled engine's state.
+
+It is the single writer: only its calls mutate the state. Between kernel calls
+it does the rare work the kernel leaves to it (doubling the id map, growing
+the event buffer for a command that sweeps a huge book, handing events on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from microex.core.config import EngineConfig
+from microex.core.idmap import id_map_new, id_rehash
+from microex.core.matching import EVENTS_PER_ORDER_BOUND, EVENTS_SLACK, process_batch
+from microex.core.records import COMMAND, EVENT
+from microex.core.state import H_LIVE_ORDERS, allocate_state
+
+_LOW32 = (1 << 32) - 1
+
+
+class MatchingEngine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.state = allocate_state(self.config)
+        self.ids = id_map_new(self.config.id_capacity)
+        self.events = np.zeros(self.config.event_capacity, dtype=EVENT)
+        self._kernel = process_batch
+
+    def warm_up(self) -> None:
+        """Compile (or load from cache) and bind the typed entry point.
+
+        Calling the compiled entry point skips numba's dispatcher (argument
+        type resolution), which is most of the cost of a one-command call.
+        """
+        probe = np.zeros(1, dtype=COMMAND)
+        process_batch(self.state, self.ids, probe, 0, 0, self.events)
+        sigs = process_batch.signatures
+        if sigs:  # absent under NUMBA_DISABLE_JIT
+            self._kernel = process_batch.overloads[sigs[0]].entry_point
+
+    @property
+    def live_orders(self) -> int:
+        return int(self.state[H_LIVE_ORDERS])
+
+    def call(self, cmds: np.ndarray, start: int, count: int) -> tuple[int, int]:
+        """One kernel call: (commands processed, events in self.events[:n])."""
+        r = self._kernel(self.state, self.ids, cmds, start, count, self.events)
+        return r & _LOW32, r >> 32
+
+    def run(self, cmds: np.ndarray, sink: Callable[[np.ndarray], None], batch: int = 1 << 16) -> int:
+        """Run every command, in batches of `batch`; `sink` gets each event chunk (a view)."""
+        done = 0
+        total_events = 0
+        n = len(cmds)
+        while done < n:
+            count = min(batch, n - done)
+            processed, n_events = self.call(cmds, done, count)
+            if n_events:
+                sink(self.events[:n_events])
+                total_events += n_events
+            done += processed
+            if processed < count:
+                self._make_room()
+        return total_events
+
+    def process(self, cmds: np.ndarray) -> np.ndarray:
+        """Run every command; return all their events (a copy)."""
+        chunks: list[np.ndarray] = []
+        self.run(cmds, lambda ev: chunks.append(ev.copy()))
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=EVENT)
+
+    def _make_room(self) -> None:
+        """The kernel stopped early: grow the id map or the event buffer."""
+        if int(self.ids[0]) * 2 >= (len(self.ids) - 2) // 2:
+            bigger = id_map_new(2 * ((len(self.ids) - 2) // 2))
+            id_rehash(self.ids, bigger)
+            self.ids = bigger
+        need = EVENTS_PER_ORDER_BOUND * self.live_orders + EVENTS_SLACK
+        if need > len(self.events):
+            self.events = np.zeros(2 * need, dtype=EVENT)

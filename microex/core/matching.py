@@ -1,0 +1,416 @@
+"""The matching kernel: one call runs a batch of COMMAND records, writes EVENT records.
+
+How it works:
+- `process_batch(state, ids, cmds, start, count, events)` runs cmds[start:start+count]
+  in order and returns `processed | n_events << 32`. It stops early, before a
+  command, when the event buffer might not hold that command's events (a
+  command emits at most 2 x live orders + 8) or when the id map is half full;
+  the caller drains or grows and calls again with the rest. A command is
+  never half-applied.
+- Every check of SPEC.md runs here, in its order, so records from any edge
+  (CSV, binary wire, journal) are validated the same way; a failed check is a
+  `rejected` event with a Reason code, never an exception.
+- Capacity is checked before anything changes: a GTC limit order needs a free
+  order slot and either an existing level at its price or room for one more.
+- L2: every level the command touched gets one `level` event with its new
+  total and order count, when the command is done with it (after a sweep
+  leaves it, after a rest, cancel or modify).
+The plain-Python twin of this contract is `reference.ReferenceMatcher`.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from microex.core.book import (
+    level_drop_if_empty,
+    level_for_price,
+    level_key,
+    book_search,
+    link_tail,
+    order_alloc,
+    order_free,
+    unlink,
+)
+from microex.core.idmap import ID_HEADER, id_find
+from microex.core.records import Action, EventKind, Flag, OrdType, Reason, Side, Tif
+from microex.core.state import (
+    H_LIVE_ORDERS,
+    H_MAX_INSTRUMENTS,
+    H_MAX_LEVELS,
+    H_MAX_ORDERS,
+    H_N_BOOKS,
+    H_OFF_COUNTS,
+    H_OFF_KEYS,
+    H_OFF_LEVELS,
+    H_OFF_LIDX,
+    H_OFF_ORDERS,
+    L_COUNT,
+    L_HEAD,
+    L_PRICE,
+    L_QTY,
+    LEVEL_STRIDE,
+    NIL,
+    O_ACCOUNT,
+    O_ID,
+    O_LEAVES,
+    O_LEVEL,
+    O_META,
+    O_NEXT,
+    O_PRICE,
+    ORDER_STRIDE,
+)
+
+NEW, CANCEL, MODIFY = int(Action.NEW), int(Action.CANCEL), int(Action.MODIFY)
+BUY, SELL = int(Side.BUY), int(Side.SELL)
+LIMIT, MARKET = int(OrdType.LIMIT), int(OrdType.MARKET)
+GTC, IOC, FOK = int(Tif.GTC), int(Tif.IOC), int(Tif.FOK)
+POST_ONLY, STP = int(Flag.POST_ONLY), int(Flag.STP)
+EV_ACCEPTED, EV_REJECTED, EV_TRADE = int(EventKind.ACCEPTED), int(EventKind.REJECTED), int(EventKind.TRADE)
+EV_CANCELLED, EV_MODIFIED, EV_LEVEL = int(EventKind.CANCELLED), int(EventKind.MODIFIED), int(EventKind.LEVEL)
+R_DUPLICATE, R_UNKNOWN_ORDER = int(Reason.DUPLICATE_ORDER_ID), int(Reason.UNKNOWN_ORDER)
+R_INVALID_PRICE, R_INVALID_QTY = int(Reason.INVALID_PRICE), int(Reason.INVALID_QTY)
+R_INVALID_COMMAND, R_WOULD_CROSS = int(Reason.INVALID_COMMAND), int(Reason.WOULD_CROSS)
+R_UNKNOWN_INSTRUMENT = int(Reason.UNKNOWN_INSTRUMENT)
+R_CAPACITY_ORDERS, R_CAPACITY_LEVELS = int(Reason.CAPACITY_ORDERS), int(Reason.CAPACITY_LEVELS)
+R_USER, R_IOC, R_FOK, R_STP = int(Reason.USER), int(Reason.IOC), int(Reason.FOK), int(Reason.STP)
+EVENTS_PER_ORDER_BOUND = 2
+EVENTS_SLACK = 8
+
+
+@njit(cache=True)
+def emit(events, ne, seq, ts, kind, oid, maker, acc, macc, price, qty, leaves, mleaves, inst, lorders, side, reason):
+    e = events[ne]
+    e["seq"] = seq
+    e["ts_ns"] = ts
+    e["order_id"] = oid
+    e["maker_order_id"] = maker
+    e["account"] = acc
+    e["maker_account"] = macc
+    e["price_ticks"] = price
+    e["qty_lots"] = qty
+    e["leaves_lots"] = leaves
+    e["maker_leaves_lots"] = mleaves
+    e["instrument"] = inst
+    e["level_orders"] = lorders
+    e["kind"] = kind
+    e["side"] = side
+    e["reason"] = reason
+    return ne + 1
+
+
+@njit(cache=True)
+def emit_reject(events, ne, seq, ts, oid, reason):
+    return emit(events, ne, seq, ts, EV_REJECTED, oid, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, reason)
+
+
+@njit(cache=True)
+def emit_level(events, ne, seq, ts, levels, lv, inst, side):
+    lb = lv * LEVEL_STRIDE
+    return emit(
+        events, ne, seq, ts, EV_LEVEL, 0, 0, 0, 0,
+        levels[lb + L_PRICE], levels[lb + L_QTY], 0, 0, inst, levels[lb + L_COUNT], side, 0,
+    )
+
+
+@njit(cache=True)
+def best_price(keys, counts, max_levels, book, side):
+    """Best price of a book side, 0 if it is empty."""
+    n = counts[book]
+    if n == 0:
+        return 0
+    k = keys[book * max_levels + n - 1]
+    return k if side == BUY else -k
+
+
+@njit(cache=True)
+def crosses(side, limit, level_price):
+    return level_price <= limit if side == BUY else level_price >= limit
+
+
+@njit(cache=True)
+def fillable(orders, levels, keys, lidx, counts, max_levels, opp_book, side, price, market, stp, acc, want):
+    """Lots the aggressor could take now (others' orders only with stp), up to `want`."""
+    base = opp_book * max_levels
+    total = 0
+    for j in range(counts[opp_book] - 1, -1, -1):
+        lv = lidx[base + j]
+        lb = lv * LEVEL_STRIDE
+        if not market and not crosses(side, price, levels[lb + L_PRICE]):
+            break
+        if stp:
+            o = levels[lb + L_HEAD]
+            while o != NIL:
+                if orders[o * ORDER_STRIDE + O_ACCOUNT] != acc:
+                    total += orders[o * ORDER_STRIDE + O_LEAVES]
+                o = orders[o * ORDER_STRIDE + O_NEXT]
+        else:
+            total += levels[lb + L_QTY]
+        if total >= want:
+            break
+    return total
+
+
+@njit(cache=True)
+def match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts,
+          oid, acc, inst, side, price, market, stp, leaves):
+    """Trade an aggressor against the opposite side while it crosses; (leaves, ne)."""
+    opp_side = SELL if side == BUY else BUY
+    opp = inst * 2 + opp_side - 1
+    base = opp * max_levels
+    while leaves > 0:
+        n = counts[opp]
+        if n == 0:
+            break
+        lv = lidx[base + n - 1]
+        lb = lv * LEVEL_STRIDE
+        lp = levels[lb + L_PRICE]
+        if not market and not crosses(side, price, lp):
+            break
+        o = levels[lb + L_HEAD]
+        while o != NIL and leaves > 0:
+            ob = o * ORDER_STRIDE
+            nxt = orders[ob + O_NEXT]
+            mleaves = orders[ob + O_LEAVES]
+            macc = orders[ob + O_ACCOUNT]
+            moid = orders[ob + O_ID]
+            if stp and macc == acc:
+                unlink(orders, levels, lv, o)
+                order_free(state, orders, o)
+                ne = emit(events, ne, seq, ts, EV_CANCELLED, moid, 0, macc, 0, lp, mleaves, 0, 0,
+                          inst, 0, opp_side, R_STP)
+            else:
+                fill = leaves if leaves < mleaves else mleaves
+                leaves -= fill
+                mleaves -= fill
+                orders[ob + O_LEAVES] = mleaves
+                levels[lb + L_QTY] -= fill
+                ne = emit(events, ne, seq, ts, EV_TRADE, oid, moid, acc, macc, lp, fill, leaves, mleaves,
+                          inst, 0, side, 0)
+                if mleaves == 0:
+                    unlink(orders, levels, lv, o)
+                    order_free(state, orders, o)
+            o = nxt
+        ne = emit_level(events, ne, seq, ts, levels, lv, inst, opp_side)
+        if levels[lb + L_COUNT] == 0:
+            level_drop_if_empty(state, levels, keys, lidx, counts, max_levels, lv, opp_side)
+    return leaves, ne
+
+
+@njit(cache=True)
+def rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price):
+    book = inst * 2 + side - 1
+    lv = level_for_price(state, levels, keys, lidx, counts, max_levels, book, side, price)
+    link_tail(orders, levels, lv, slot)
+    return emit_level(events, ne, seq, ts, levels, lv, inst, side)
+
+
+@njit(cache=True)
+def on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
+    seq = cmd["seq"]
+    ts = cmd["ts_ns"]
+    oid = int(cmd["order_id"])
+    if oid <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    h = id_find(ids, oid)
+    if ids[ID_HEADER + 2 * h] == oid:
+        return emit_reject(events, ne, seq, ts, oid, R_DUPLICATE)
+    ids[ID_HEADER + 2 * h] = oid
+    ids[ID_HEADER + 2 * h + 1] = NIL
+    ids[0] += 1
+
+    side = int(cmd["side"])
+    otype = int(cmd["ord_type"])
+    tif = int(cmd["tif"])
+    acc = int(cmd["account"])
+    inst = int(cmd["instrument"])
+    qty = int(cmd["qty_lots"])
+    price = int(cmd["price_ticks"])
+    flags = int(cmd["flags"])
+    max_levels = state[H_MAX_LEVELS]
+    if (side != BUY and side != SELL) or (otype != LIMIT and otype != MARKET):
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    market = otype == MARKET
+    if market:
+        tif = IOC
+        price = 0
+    elif tif != GTC and tif != IOC and tif != FOK:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    if acc <= 0 or inst <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    if inst > state[H_MAX_INSTRUMENTS]:
+        return emit_reject(events, ne, seq, ts, oid, R_UNKNOWN_INSTRUMENT)
+    if qty <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_QTY)
+    if not market and price <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_PRICE)
+    if flags != 0 and flags != POST_ONLY and flags != STP:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    if flags == POST_ONLY and tif != GTC:  # market orders have tif IOC here
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    opp_side = SELL if side == BUY else BUY
+    opp_book = inst * 2 + opp_side - 1
+    own_book = inst * 2 + side - 1
+    if flags == POST_ONLY and counts[opp_book] > 0:
+        if crosses(side, price, best_price(keys, counts, max_levels, opp_book, opp_side)):
+            return emit_reject(events, ne, seq, ts, oid, R_WOULD_CROSS)
+    if tif == GTC:
+        if state[H_LIVE_ORDERS] >= state[H_MAX_ORDERS]:
+            return emit_reject(events, ne, seq, ts, oid, R_CAPACITY_ORDERS)
+        n = counts[own_book]
+        if n >= max_levels and book_search(keys, own_book * max_levels, n, level_key(side, price)) < 0:
+            return emit_reject(events, ne, seq, ts, oid, R_CAPACITY_LEVELS)
+
+    ne = emit(events, ne, seq, ts, EV_ACCEPTED, oid, 0, acc, 0, price, qty, qty, 0, inst, 0, side, 0)
+    stp = flags == STP
+    if tif == FOK:
+        if fillable(orders, levels, keys, lidx, counts, max_levels, opp_book, side, price, market, stp, acc, qty) < qty:
+            return emit(events, ne, seq, ts, EV_CANCELLED, oid, 0, acc, 0, price, qty, 0, 0, inst, 0, side, R_FOK)
+    leaves, ne = match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts,
+                       oid, acc, inst, side, price, market, stp, qty)
+    if leaves == 0:
+        return ne
+    if tif != GTC:
+        return emit(events, ne, seq, ts, EV_CANCELLED, oid, 0, acc, 0, price, leaves, 0, 0, inst, 0, side, R_IOC)
+    slot = order_alloc(state, orders)
+    ob = slot * ORDER_STRIDE
+    orders[ob + O_ID] = oid
+    orders[ob + O_ACCOUNT] = acc
+    orders[ob + O_PRICE] = price
+    orders[ob + O_LEAVES] = leaves
+    orders[ob + O_META] = (inst << 8) | (flags << 2) | side
+    ids[ID_HEADER + 2 * h + 1] = slot
+    return rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price)
+
+
+@njit(cache=True)
+def resting_slot(orders, ids, oid):
+    """The pool slot of a resting order, or NIL."""
+    h = id_find(ids, oid)
+    if ids[ID_HEADER + 2 * h] != oid:
+        return NIL
+    slot = ids[ID_HEADER + 2 * h + 1]
+    if slot == NIL or orders[slot * ORDER_STRIDE + O_ID] != oid:
+        return NIL
+    return slot
+
+
+@njit(cache=True)
+def on_cancel(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
+    seq = cmd["seq"]
+    ts = cmd["ts_ns"]
+    oid = int(cmd["order_id"])
+    if oid <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    slot = resting_slot(orders, ids, oid)
+    if slot == NIL:
+        return emit_reject(events, ne, seq, ts, oid, R_UNKNOWN_ORDER)
+    ob = slot * ORDER_STRIDE
+    meta = orders[ob + O_META]
+    inst = meta >> 8
+    side = meta & 3
+    lv = orders[ob + O_LEVEL]
+    leaves = orders[ob + O_LEAVES]
+    ne = emit(events, ne, seq, ts, EV_CANCELLED, oid, 0, orders[ob + O_ACCOUNT], 0, orders[ob + O_PRICE],
+              leaves, 0, 0, inst, 0, side, R_USER)
+    unlink(orders, levels, lv, slot)
+    order_free(state, orders, slot)
+    ne = emit_level(events, ne, seq, ts, levels, lv, inst, side)
+    level_drop_if_empty(state, levels, keys, lidx, counts, state[H_MAX_LEVELS], lv, side)
+    return ne
+
+
+@njit(cache=True)
+def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
+    seq = cmd["seq"]
+    ts = cmd["ts_ns"]
+    oid = int(cmd["order_id"])
+    if oid <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
+    slot = resting_slot(orders, ids, oid)
+    if slot == NIL:
+        return emit_reject(events, ne, seq, ts, oid, R_UNKNOWN_ORDER)
+    price = int(cmd["price_ticks"])
+    qty = int(cmd["qty_lots"])
+    if price <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_PRICE)
+    if qty <= 0:
+        return emit_reject(events, ne, seq, ts, oid, R_INVALID_QTY)
+    max_levels = state[H_MAX_LEVELS]
+    ob = slot * ORDER_STRIDE
+    meta = orders[ob + O_META]
+    inst = meta >> 8
+    flags = (meta >> 2) & 63
+    side = meta & 3
+    acc = orders[ob + O_ACCOUNT]
+    opp_side = SELL if side == BUY else BUY
+    opp_book = inst * 2 + opp_side - 1
+    own_book = inst * 2 + side - 1
+    if flags == POST_ONLY and counts[opp_book] > 0:
+        if crosses(side, price, best_price(keys, counts, max_levels, opp_book, opp_side)):
+            return emit_reject(events, ne, seq, ts, oid, R_WOULD_CROSS)
+    lv = orders[ob + O_LEVEL]
+    lb = lv * LEVEL_STRIDE
+    old_price = orders[ob + O_PRICE]
+    leaves = orders[ob + O_LEAVES]
+    if price == old_price and qty <= leaves:  # same price, not larger: keeps time priority
+        levels[lb + L_QTY] -= leaves - qty
+        orders[ob + O_LEAVES] = qty
+        ne = emit(events, ne, seq, ts, EV_MODIFIED, oid, 0, acc, 0, price, 0, qty, 0, inst, 0, side, 0)
+        return emit_level(events, ne, seq, ts, levels, lv, inst, side)
+    if price != old_price:
+        n = counts[own_book]
+        frees = 1 if levels[lb + L_COUNT] == 1 else 0
+        if n - frees >= max_levels and book_search(keys, own_book * max_levels, n, level_key(side, price)) < 0:
+            return emit_reject(events, ne, seq, ts, oid, R_CAPACITY_LEVELS)
+    unlink(orders, levels, lv, slot)
+    orders[ob + O_PRICE] = price
+    orders[ob + O_LEAVES] = qty
+    ne = emit(events, ne, seq, ts, EV_MODIFIED, oid, 0, acc, 0, price, 0, qty, 0, inst, 0, side, 0)
+    ne = emit_level(events, ne, seq, ts, levels, lv, inst, side)
+    level_drop_if_empty(state, levels, keys, lidx, counts, max_levels, lv, side)
+    leaves, ne = match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts,
+                       oid, acc, inst, side, price, False, flags == STP, qty)
+    if leaves == 0:
+        order_free(state, orders, slot)
+        return ne
+    orders[ob + O_LEAVES] = leaves
+    return rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price)
+
+
+@njit(cache=True)
+def process_batch(state, ids, cmds, start, count, events):
+    """Run cmds[start:start+count]; returns processed | n_events << 32 (see module doc)."""
+    max_orders = state[H_MAX_ORDERS]
+    max_levels = state[H_MAX_LEVELS]
+    n_books = state[H_N_BOOKS]
+    off = state[H_OFF_ORDERS]
+    orders = state[off : off + max_orders * ORDER_STRIDE]
+    off = state[H_OFF_LEVELS]
+    levels = state[off : off + max_orders * LEVEL_STRIDE]
+    off = state[H_OFF_KEYS]
+    keys = state[off : off + n_books * max_levels]
+    off = state[H_OFF_LIDX]
+    lidx = state[off : off + n_books * max_levels]
+    off = state[H_OFF_COUNTS]
+    counts = state[off : off + n_books]
+    ev_cap = events.shape[0]
+    id_limit = (1 << ids[1]) >> 1
+    ne = 0
+    i = start
+    end = start + count
+    while i < end:
+        if ne + EVENTS_PER_ORDER_BOUND * state[H_LIVE_ORDERS] + EVENTS_SLACK > ev_cap or ids[0] >= id_limit:
+            break
+        cmd = cmds[i]
+        action = cmd["action"]
+        if action == NEW:
+            ne = on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne)
+        elif action == CANCEL:
+            ne = on_cancel(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne)
+        elif action == MODIFY:
+            ne = on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne)
+        else:
+            ne = emit_reject(events, ne, cmd["seq"], cmd["ts_ns"], int(cmd["order_id"]), R_INVALID_COMMAND)
+        i += 1
+    return (i - start) | (ne << 32)

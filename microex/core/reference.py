@@ -1,0 +1,360 @@
+"""The reference matcher: plain Python, readable, the oracle for the compiled engine.
+
+It has the compiled engine's contract exactly: the same command records in, the
+same event records out (L2 level events included), the same capacity rules. It
+is written for clarity: dicts keep each level's FIFO (insertion order), sorted
+price lists give the best price, and level totals are kept beside the orders.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from microex.core.config import EngineConfig
+from microex.core.records import (
+    EVENT,
+    Action,
+    EventKind,
+    Flag,
+    OrdType,
+    Reason,
+    Side,
+    Tif,
+)
+
+_EVENT_FIELDS = EVENT.names
+
+
+@dataclass
+class _Order:
+    order_id: int
+    account: int
+    instrument: int
+    side: int
+    price: int
+    leaves: int
+    flags: int
+
+
+@dataclass
+class _Level:
+    price: int
+    orders: dict[int, _Order] = field(default_factory=dict)  # FIFO by insertion
+    qty: int = 0
+
+
+class _BookSide:
+    def __init__(self, instrument: int, side: int) -> None:
+        self.instrument = instrument
+        self.side = side
+        self.levels: dict[int, _Level] = {}
+        self.prices: list[int] = []  # ascending
+
+    def best(self) -> _Level | None:
+        if not self.prices:
+            return None
+        return self.levels[self.prices[-1] if self.side == Side.BUY else self.prices[0]]
+
+    def level(self, price: int) -> _Level:
+        lvl = self.levels.get(price)
+        if lvl is None:
+            lvl = self.levels[price] = _Level(price)
+            bisect.insort(self.prices, price)
+        return lvl
+
+    def drop_if_empty(self, lvl: _Level) -> None:
+        if not lvl.orders:
+            del self.levels[lvl.price]
+            self.prices.pop(bisect.bisect_left(self.prices, lvl.price))
+
+
+class ReferenceMatcher:
+    """Price-time priority matcher for many instruments; see SPEC.md for the rules."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.books: dict[tuple[int, int], _BookSide] = {}
+        self.orders: dict[int, _Order] = {}  # resting orders by id
+        self.taken: set[int] = set()  # every order id ever named by a `new`
+        self._out: list[tuple] = []
+        self._cmd = None
+
+    # ----------------------------------------------------------------- helpers
+    def _side(self, instrument: int, side: int) -> _BookSide:
+        key = (instrument, side)
+        if key not in self.books:
+            self.books[key] = _BookSide(instrument, side)
+        return self.books[key]
+
+    def _emit(self, kind: EventKind, **f) -> None:
+        f["kind"] = int(kind)
+        f["seq"] = int(self._cmd["seq"])
+        f["ts_ns"] = int(self._cmd["ts_ns"])
+        self._out.append(tuple(f.get(name, 0) for name in _EVENT_FIELDS))
+
+    def _reject(self, order_id: int, reason: Reason) -> None:
+        self._emit(EventKind.REJECTED, order_id=order_id, reason=int(reason))
+
+    def _emit_level(self, book: _BookSide, lvl: _Level) -> None:
+        self._emit(
+            EventKind.LEVEL,
+            instrument=book.instrument,
+            side=book.side,
+            price_ticks=lvl.price,
+            qty_lots=lvl.qty,
+            level_orders=len(lvl.orders),
+        )
+
+    @staticmethod
+    def _crosses(side: int, limit: int, level_price: int) -> bool:
+        return level_price <= limit if side == Side.BUY else level_price >= limit
+
+    # -------------------------------------------------------------- entry point
+    def process(self, cmds: np.ndarray) -> np.ndarray:
+        """Run a batch of COMMAND records; return their EVENT records in order."""
+        self._out = []
+        for cmd in cmds:
+            self._cmd = cmd
+            action = int(cmd["action"])
+            if action == Action.NEW:
+                self._new(cmd)
+            elif action == Action.CANCEL:
+                self._cancel(cmd)
+            elif action == Action.MODIFY:
+                self._modify(cmd)
+            else:
+                self._reject(int(cmd["order_id"]), Reason.INVALID_COMMAND)
+        return np.array(self._out, dtype=EVENT)
+
+    # --------------------------------------------------------------------- new
+    def _validate_new(self, cmd) -> Reason:
+        """Checks after order id and duplicate, in the order SPEC.md gives."""
+        side, otype, tif = int(cmd["side"]), int(cmd["ord_type"]), int(cmd["tif"])
+        inst, flags = int(cmd["instrument"]), int(cmd["flags"])
+        if side not in (Side.BUY, Side.SELL) or otype not in (OrdType.LIMIT, OrdType.MARKET):
+            return Reason.INVALID_COMMAND
+        if otype == OrdType.LIMIT and tif not in (Tif.GTC, Tif.IOC, Tif.FOK):
+            return Reason.INVALID_COMMAND
+        if int(cmd["account"]) <= 0 or inst <= 0:
+            return Reason.INVALID_COMMAND
+        if inst > self.config.max_instruments:
+            return Reason.UNKNOWN_INSTRUMENT
+        if int(cmd["qty_lots"]) <= 0:
+            return Reason.INVALID_QTY
+        price = int(cmd["price_ticks"])
+        if otype == OrdType.LIMIT and price <= 0:
+            return Reason.INVALID_PRICE
+        if flags not in (Flag.NONE, Flag.POST_ONLY, Flag.STP):
+            return Reason.INVALID_COMMAND
+        if flags == Flag.POST_ONLY and (otype != OrdType.LIMIT or tif != Tif.GTC):
+            return Reason.INVALID_COMMAND
+        opposite = self._side(inst, Side.SELL if side == Side.BUY else Side.BUY).best()
+        if flags == Flag.POST_ONLY and opposite is not None and self._crosses(side, price, opposite.price):
+            return Reason.WOULD_CROSS
+        if otype == OrdType.LIMIT and tif == Tif.GTC:
+            if len(self.orders) >= self.config.max_orders:
+                return Reason.CAPACITY_ORDERS
+            own = self._side(inst, side)
+            if price not in own.levels and len(own.prices) >= self.config.max_levels:
+                return Reason.CAPACITY_LEVELS
+        return Reason.NONE
+
+    def _new(self, cmd) -> None:
+        oid = int(cmd["order_id"])
+        if oid <= 0:
+            self._reject(oid, Reason.INVALID_COMMAND)
+            return
+        if oid in self.taken:
+            self._reject(oid, Reason.DUPLICATE_ORDER_ID)
+            return
+        self.taken.add(oid)
+        reason = self._validate_new(cmd)
+        if reason != Reason.NONE:
+            self._reject(oid, reason)
+            return
+        market = int(cmd["ord_type"]) == OrdType.MARKET
+        order = _Order(
+            order_id=oid,
+            account=int(cmd["account"]),
+            instrument=int(cmd["instrument"]),
+            side=int(cmd["side"]),
+            price=0 if market else int(cmd["price_ticks"]),
+            leaves=int(cmd["qty_lots"]),
+            flags=int(cmd["flags"]),
+        )
+        tif = Tif.IOC if market else int(cmd["tif"])
+        self._emit(
+            EventKind.ACCEPTED,
+            order_id=oid,
+            account=order.account,
+            instrument=order.instrument,
+            side=order.side,
+            price_ticks=order.price,
+            qty_lots=order.leaves,
+            leaves_lots=order.leaves,
+        )
+        if tif == Tif.FOK and self._fillable(order, market) < order.leaves:
+            self._cancelled(order, order.leaves, Reason.FOK)
+            return
+        self._match(order, market)
+        if order.leaves == 0:
+            return
+        if tif == Tif.GTC:
+            self._rest(order)
+        else:
+            self._cancelled(order, order.leaves, Reason.IOC)
+
+    def _fillable(self, order: _Order, market: bool) -> int:
+        """Lots the order could take now (others' orders only, with stp)."""
+        opposite = self._side(order.instrument, Side.SELL if order.side == Side.BUY else Side.BUY)
+        prices = opposite.prices if opposite.side == Side.SELL else reversed(opposite.prices)
+        total = 0
+        for price in prices:
+            if not market and not self._crosses(order.side, order.price, price):
+                break
+            for maker in opposite.levels[price].orders.values():
+                if order.flags == Flag.STP and maker.account == order.account:
+                    continue
+                total += maker.leaves
+            if total >= order.leaves:
+                break
+        return total
+
+    def _match(self, order: _Order, market: bool) -> None:
+        """Trade `order` against the opposite side while it crosses."""
+        opposite = self._side(order.instrument, Side.SELL if order.side == Side.BUY else Side.BUY)
+        while order.leaves > 0:
+            lvl = opposite.best()
+            if lvl is None or (not market and not self._crosses(order.side, order.price, lvl.price)):
+                return
+            while order.leaves > 0 and lvl.orders:
+                maker = next(iter(lvl.orders.values()))
+                if order.flags == Flag.STP and maker.account == order.account:
+                    self._remove(opposite, lvl, maker)
+                    self._cancelled(maker, maker.leaves, Reason.STP)
+                    continue
+                fill = min(order.leaves, maker.leaves)
+                order.leaves -= fill
+                maker.leaves -= fill
+                lvl.qty -= fill
+                self._emit(
+                    EventKind.TRADE,
+                    order_id=order.order_id,
+                    maker_order_id=maker.order_id,
+                    account=order.account,
+                    maker_account=maker.account,
+                    instrument=order.instrument,
+                    side=order.side,
+                    price_ticks=lvl.price,
+                    qty_lots=fill,
+                    leaves_lots=order.leaves,
+                    maker_leaves_lots=maker.leaves,
+                )
+                if maker.leaves == 0:
+                    self._remove(opposite, lvl, maker)
+            self._emit_level(opposite, lvl)
+            opposite.drop_if_empty(lvl)
+
+    def _remove(self, book: _BookSide, lvl: _Level, order: _Order) -> None:
+        """Take an order out of its level (the caller drops an emptied level)."""
+        del lvl.orders[order.order_id]
+        lvl.qty -= order.leaves
+        del self.orders[order.order_id]
+
+    def _rest(self, order: _Order) -> None:
+        book = self._side(order.instrument, order.side)
+        lvl = book.level(order.price)
+        lvl.orders[order.order_id] = order
+        lvl.qty += order.leaves
+        self.orders[order.order_id] = order
+        self._emit_level(book, lvl)
+
+    def _cancelled(self, order: _Order, qty: int, reason: Reason) -> None:
+        self._emit(
+            EventKind.CANCELLED,
+            order_id=order.order_id,
+            account=order.account,
+            instrument=order.instrument,
+            side=order.side,
+            price_ticks=order.price,
+            qty_lots=qty,
+            reason=int(reason),
+        )
+
+    # ------------------------------------------------------------ cancel/modify
+    def _resting(self, cmd) -> _Order | None:
+        oid = int(cmd["order_id"])
+        if oid <= 0:
+            self._reject(oid, Reason.INVALID_COMMAND)
+            return None
+        order = self.orders.get(oid)
+        if order is None:
+            self._reject(oid, Reason.UNKNOWN_ORDER)
+        return order
+
+    def _cancel(self, cmd) -> None:
+        order = self._resting(cmd)
+        if order is None:
+            return
+        book = self._side(order.instrument, order.side)
+        lvl = book.levels[order.price]
+        leaves = order.leaves
+        self._remove(book, lvl, order)
+        self._cancelled(order, leaves, Reason.USER)
+        self._emit_level(book, lvl)
+        book.drop_if_empty(lvl)
+
+    def _modify(self, cmd) -> None:
+        order = self._resting(cmd)
+        if order is None:
+            return
+        price, qty = int(cmd["price_ticks"]), int(cmd["qty_lots"])
+        if price <= 0:
+            self._reject(order.order_id, Reason.INVALID_PRICE)
+            return
+        if qty <= 0:
+            self._reject(order.order_id, Reason.INVALID_QTY)
+            return
+        book = self._side(order.instrument, order.side)
+        opposite = self._side(order.instrument, Side.SELL if order.side == Side.BUY else Side.BUY)
+        best = opposite.best()
+        crosses = best is not None and self._crosses(order.side, price, best.price)
+        if order.flags == Flag.POST_ONLY and crosses:
+            self._reject(order.order_id, Reason.WOULD_CROSS)
+            return
+        lvl = book.levels[order.price]
+        if price == order.price and qty <= order.leaves:  # keeps time priority
+            lvl.qty -= order.leaves - qty
+            order.leaves = qty
+            self._modified(order)
+            self._emit_level(book, lvl)
+            return
+        frees_level = price != order.price and len(lvl.orders) == 1
+        if (
+            price not in book.levels
+            and len(book.prices) - frees_level >= self.config.max_levels
+        ):
+            self._reject(order.order_id, Reason.CAPACITY_LEVELS)
+            return
+        self._remove(book, lvl, order)
+        order.price, order.leaves = price, qty
+        self._modified(order)
+        self._emit_level(book, lvl)
+        book.drop_if_empty(lvl)
+        self._match(order, market=False)
+        if order.leaves > 0:
+            self._rest(order)
+
+    def _modified(self, order: _Order) -> None:
+        self._emit(
+            EventKind.MODIFIED,
+            order_id=order.order_id,
+            account=order.account,
+            instrument=order.instrument,
+            side=order.side,
+            price_ticks=order.price,
+            leaves_lots=order.leaves,
+        )
