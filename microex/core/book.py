@@ -37,12 +37,12 @@ from microex.core.state import (
 BUY = 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def level_key(side, price):
     return price if side == BUY else -price
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def book_search(keys, base, n, key):
     """Index of `key` among keys[base:base+n], or -(insertion point) - 1."""
     lo = 0
@@ -58,7 +58,7 @@ def book_search(keys, base, n, key):
     return -lo - 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def book_insert(keys, lidx, base, n, pos, key, lv):
     for j in range(n, pos, -1):
         keys[base + j] = keys[base + j - 1]
@@ -67,14 +67,14 @@ def book_insert(keys, lidx, base, n, pos, key, lv):
     lidx[base + pos] = lv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def book_delete(keys, lidx, base, n, pos):
     for j in range(pos, n - 1):
         keys[base + j] = keys[base + j + 1]
         lidx[base + j] = lidx[base + j + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def order_alloc(state, orders):
     slot = state[H_FREE_ORDER]
     if slot != NIL:
@@ -86,7 +86,7 @@ def order_alloc(state, orders):
     return slot
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def order_free(state, orders, slot):
     orders[slot * ORDER_STRIDE + O_ID] = 0
     orders[slot * ORDER_STRIDE + O_NEXT] = state[H_FREE_ORDER]
@@ -94,7 +94,7 @@ def order_free(state, orders, slot):
     state[H_LIVE_ORDERS] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def level_alloc(state, levels, book, price):
     lv = state[H_FREE_LEVEL]
     if lv != NIL:
@@ -112,14 +112,14 @@ def level_alloc(state, levels, book, price):
     return lv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def level_free(state, levels, lv):
     levels[lv * LEVEL_STRIDE + L_COUNT] = 0
     levels[lv * LEVEL_STRIDE + L_NEXT_FREE] = state[H_FREE_LEVEL]
     state[H_FREE_LEVEL] = lv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def link_tail(orders, levels, lv, slot):
     """Append an order to the back of a level's FIFO."""
     ob = slot * ORDER_STRIDE
@@ -137,7 +137,7 @@ def link_tail(orders, levels, lv, slot):
     levels[lb + L_QTY] += orders[ob + O_LEAVES]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def unlink(orders, levels, lv, slot):
     """Take an order out of its level's FIFO (its leaves leave the level total)."""
     ob = slot * ORDER_STRIDE
@@ -156,7 +156,7 @@ def unlink(orders, levels, lv, slot):
     levels[lb + L_QTY] -= orders[ob + O_LEAVES]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def level_drop_if_empty(state, levels, keys, lidx, counts, max_levels, lv, side):
     """Remove an emptied level from its book side and free it."""
     lb = lv * LEVEL_STRIDE
@@ -174,7 +174,7 @@ def level_drop_if_empty(state, levels, keys, lidx, counts, max_levels, lv, side)
     level_free(state, levels, lv)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def level_for_price(state, levels, keys, lidx, counts, max_levels, book, side, price):
     """The level at `price` on a book side, created if absent (capacity checked before)."""
     base = book * max_levels

@@ -23,7 +23,7 @@ class EngineConfig:
     max_orders: int = 1 << 18
     max_levels: int = 4096
     id_capacity: int = 1 << 16
-    event_capacity: int = 1 << 16
+    event_capacity: int = 1 << 12
 
     def __post_init__(self) -> None:
         for name in ("max_instruments", "max_orders", "max_levels", "id_capacity", "event_capacity"):

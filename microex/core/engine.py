@@ -13,9 +13,9 @@ import numpy as np
 
 from microex.core.config import EngineConfig
 from microex.core.idmap import id_map_new, id_rehash
-from microex.core.matching import EVENTS_PER_ORDER_BOUND, EVENTS_SLACK, process_batch
+from microex.core.matching import EVENTS_SLACK, process_batch
 from microex.core.records import COMMAND, EVENT
-from microex.core.state import H_LIVE_ORDERS, allocate_state
+from microex.core.state import H_LIVE_ORDERS, L_COUNT, L_PRICE, L_QTY, allocate_state, views
 
 _LOW32 = (1 << 32) - 1
 
@@ -77,6 +77,34 @@ class MatchingEngine:
             bigger = id_map_new(2 * ((len(self.ids) - 2) // 2))
             id_rehash(self.ids, bigger)
             self.ids = bigger
-        need = EVENTS_PER_ORDER_BOUND * self.live_orders + EVENTS_SLACK
+        need = 2 * self.live_orders + EVENTS_SLACK
         if need > len(self.events):
             self.events = np.zeros(2 * need, dtype=EVENT)
+
+    def best(self, instrument: int) -> tuple[int, int]:
+        """(best bid, best ask) in ticks; 0 for an empty side."""
+        bid = ask = 0
+        v = views(self.state)
+        max_levels = self.config.max_levels
+        for side in (1, 2):
+            book = instrument * 2 + side - 1
+            n = int(v["counts"][book])
+            if n:
+                key = int(v["keys"].reshape(-1)[book * max_levels + n - 1])
+                if side == 1:
+                    bid = key
+                else:
+                    ask = -key
+        return bid, ask
+
+    def depth(self, instrument: int, side: int, levels: int = 10) -> list[tuple[int, int, int]]:
+        """Top `levels` price levels of one side, best first: (price, qty, orders)."""
+        v = views(self.state)
+        book = instrument * 2 + side - 1
+        n = int(v["counts"][book])
+        out = []
+        for j in range(n - 1, max(n - 1 - levels, -1), -1):
+            lv = int(v["lidx"][book, j])
+            price, qty, count = (int(x) for x in v["levels"][lv, [L_PRICE, L_QTY, L_COUNT]])
+            out.append((price, qty, count))
+        return out

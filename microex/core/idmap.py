@@ -17,7 +17,6 @@ import numpy as np
 from numba import njit
 
 ID_HEADER = 2
-_FIB = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: Fibonacci hashing
 
 
 def id_map_new(capacity: int) -> np.ndarray:
@@ -32,8 +31,10 @@ def id_find(ids, oid):
     """Position of `oid`'s pair, or of the empty pair where it would go."""
     bits = ids[1]
     mask = (1 << bits) - 1
-    # the same bits in compiled int64 (wrapping) and in plain Python (big ints)
-    h = ((oid * _FIB) >> (64 - bits)) & mask
+    # Low bits first: ids that come in sequence (the usual case) land in
+    # neighbouring pairs, so recent orders share cache lines; folding in the
+    # high bits keeps strided or random ids from piling onto one chain.
+    h = (oid ^ (oid >> bits) ^ (oid >> (2 * bits))) & mask
     while True:
         k = ids[ID_HEADER + 2 * h]
         if k == oid or k == 0:

@@ -3,8 +3,8 @@
 How it works:
 - `process_batch(state, ids, cmds, start, count, events)` runs cmds[start:start+count]
   in order and returns `processed | n_events << 32`. It stops early, before a
-  command, when the event buffer might not hold that command's events (a
-  command emits at most 2 x live orders + 8) or when the id map is half full;
+  command, when the event buffer might not hold that command's events (see
+  `event_bound`) or when the id map is half full;
   the caller drains or grows and calls again with the rest. A command is
   never half-applied.
 - Every check of SPEC.md runs here, in its order, so records from any edge
@@ -32,6 +32,7 @@ from microex.core.book import (
     order_free,
     unlink,
 )
+from microex.core.borrow import borrow
 from microex.core.idmap import ID_HEADER, id_find
 from microex.core.records import Action, EventKind, Flag, OrdType, Reason, Side, Tif
 from microex.core.state import (
@@ -74,11 +75,10 @@ R_INVALID_COMMAND, R_WOULD_CROSS = int(Reason.INVALID_COMMAND), int(Reason.WOULD
 R_UNKNOWN_INSTRUMENT = int(Reason.UNKNOWN_INSTRUMENT)
 R_CAPACITY_ORDERS, R_CAPACITY_LEVELS = int(Reason.CAPACITY_ORDERS), int(Reason.CAPACITY_LEVELS)
 R_USER, R_IOC, R_FOK, R_STP = int(Reason.USER), int(Reason.IOC), int(Reason.FOK), int(Reason.STP)
-EVENTS_PER_ORDER_BOUND = 2
 EVENTS_SLACK = 8
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def emit(events, ne, seq, ts, kind, oid, maker, acc, macc, price, qty, leaves, mleaves, inst, lorders, side, reason):
     e = events[ne]
     e["seq"] = seq
@@ -99,12 +99,12 @@ def emit(events, ne, seq, ts, kind, oid, maker, acc, macc, price, qty, leaves, m
     return ne + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def emit_reject(events, ne, seq, ts, oid, reason):
     return emit(events, ne, seq, ts, EV_REJECTED, oid, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, reason)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def emit_level(events, ne, seq, ts, levels, lv, inst, side):
     lb = lv * LEVEL_STRIDE
     return emit(
@@ -113,7 +113,7 @@ def emit_level(events, ne, seq, ts, levels, lv, inst, side):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def best_price(keys, counts, max_levels, book, side):
     """Best price of a book side, 0 if it is empty."""
     n = counts[book]
@@ -123,12 +123,12 @@ def best_price(keys, counts, max_levels, book, side):
     return k if side == BUY else -k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def crosses(side, limit, level_price):
     return level_price <= limit if side == BUY else level_price >= limit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fillable(orders, levels, keys, lidx, counts, max_levels, opp_book, side, price, market, stp, acc, want):
     """Lots the aggressor could take now (others' orders only with stp), up to `want`."""
     base = opp_book * max_levels
@@ -151,7 +151,7 @@ def fillable(orders, levels, keys, lidx, counts, max_levels, opp_book, side, pri
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts,
           oid, acc, inst, side, price, market, stp, leaves):
     """Trade an aggressor against the opposite side while it crosses; (leaves, ne)."""
@@ -197,7 +197,7 @@ def match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq
     return leaves, ne
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price):
     book = inst * 2 + side - 1
     lv = level_for_price(state, levels, keys, lidx, counts, max_levels, book, side, price)
@@ -205,7 +205,7 @@ def rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq,
     return emit_level(events, ne, seq, ts, levels, lv, inst, side)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     seq = cmd["seq"]
     ts = cmd["ts_ns"]
@@ -283,7 +283,7 @@ def on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     return rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def resting_slot(orders, ids, oid):
     """The pool slot of a resting order, or NIL."""
     h = id_find(ids, oid)
@@ -295,7 +295,7 @@ def resting_slot(orders, ids, oid):
     return slot
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def on_cancel(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     seq = cmd["seq"]
     ts = cmd["ts_ns"]
@@ -320,7 +320,7 @@ def on_cancel(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     return ne
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     seq = cmd["seq"]
     ts = cmd["ts_ns"]
@@ -378,9 +378,25 @@ def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     return rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price)
 
 
+@njit(cache=True, inline="always")
+def event_bound(state, cmd):
+    """Most events a command can emit: each maker it meets yields a trade or an
+    stp cancel plus at most one level event; a maker without stp takes >= 1 lot."""
+    live = state[H_LIVE_ORDERS]
+    if cmd["action"] == CANCEL:
+        return EVENTS_SLACK
+    if cmd["flags"] != STP and cmd["qty_lots"] < live:
+        return 2 * max(cmd["qty_lots"], 0) + EVENTS_SLACK
+    return 2 * live + EVENTS_SLACK
+
+
 @njit(cache=True)
 def process_batch(state, ids, cmds, start, count, events):
     """Run cmds[start:start+count]; returns processed | n_events << 32 (see module doc)."""
+    state = borrow(state)
+    ids = borrow(ids)
+    cmds = borrow(cmds)
+    events = borrow(events)
     max_orders = state[H_MAX_ORDERS]
     max_levels = state[H_MAX_LEVELS]
     n_books = state[H_N_BOOKS]
@@ -400,9 +416,9 @@ def process_batch(state, ids, cmds, start, count, events):
     i = start
     end = start + count
     while i < end:
-        if ne + EVENTS_PER_ORDER_BOUND * state[H_LIVE_ORDERS] + EVENTS_SLACK > ev_cap or ids[0] >= id_limit:
-            break
         cmd = cmds[i]
+        if ne + event_bound(state, cmd) > ev_cap or ids[0] >= id_limit:
+            break
         action = cmd["action"]
         if action == NEW:
             ne = on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne)
