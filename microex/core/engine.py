@@ -62,7 +62,7 @@ class MatchingEngine:
                 total_events += n_events
             done += processed
             if processed < count:
-                self._make_room()
+                self._make_room(stalled=processed == 0 and n_events == 0)
         return total_events
 
     def process(self, cmds: np.ndarray) -> np.ndarray:
@@ -71,14 +71,15 @@ class MatchingEngine:
         self.run(cmds, lambda ev: chunks.append(ev.copy()))
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=EVENT)
 
-    def _make_room(self) -> None:
-        """The kernel stopped early: grow the id map or the event buffer."""
+    def _make_room(self, stalled: bool) -> None:
+        """The kernel stopped early: grow the id map, or the event buffer if even
+        an empty one could not take the next command's events."""
         if int(self.ids[0]) * 2 >= (len(self.ids) - 2) // 2:
             bigger = id_map_new(2 * ((len(self.ids) - 2) // 2))
             id_rehash(self.ids, bigger)
             self.ids = bigger
         need = 2 * self.live_orders + EVENTS_SLACK
-        if need > len(self.events):
+        if stalled and need > len(self.events):
             self.events = np.zeros(2 * need, dtype=EVENT)
 
     def best(self, instrument: int) -> tuple[int, int]:

@@ -26,6 +26,24 @@ from microex.core.records import (
 )
 
 _EVENT_FIELDS = EVENT.names
+_FIELD_INDEX = {name: i for i, name in enumerate(_EVENT_FIELDS)}
+
+
+@dataclass
+class _Command:
+    seq: int
+    ts_ns: int
+    order_id: int
+    account: int
+    price_ticks: int
+    qty_lots: int
+    instrument: int
+    session: int
+    action: int
+    side: int
+    ord_type: int
+    tif: int
+    flags: int
 
 
 @dataclass
@@ -89,11 +107,14 @@ class ReferenceMatcher:
             self.books[key] = _BookSide(instrument, side)
         return self.books[key]
 
-    def _emit(self, kind: EventKind, **f) -> None:
-        f["kind"] = int(kind)
-        f["seq"] = int(self._cmd["seq"])
-        f["ts_ns"] = int(self._cmd["ts_ns"])
-        self._out.append(tuple(f.get(name, 0) for name in _EVENT_FIELDS))
+    def _emit(self, kind: EventKind, **fields) -> None:
+        event = [0] * len(_EVENT_FIELDS)
+        for name, value in fields.items():
+            event[_FIELD_INDEX[name]] = value
+        event[_FIELD_INDEX["kind"]] = kind
+        event[_FIELD_INDEX["seq"]] = self._cmd.seq
+        event[_FIELD_INDEX["ts_ns"]] = self._cmd.ts_ns
+        self._out.append(tuple(event))
 
     def _reject(self, order_id: int, reason: Reason) -> None:
         self._emit(EventKind.REJECTED, order_id=order_id, reason=int(reason))
@@ -116,9 +137,9 @@ class ReferenceMatcher:
     def process(self, cmds: np.ndarray) -> np.ndarray:
         """Run a batch of COMMAND records; return their EVENT records in order."""
         self._out = []
-        for cmd in cmds:
-            self._cmd = cmd
-            action = int(cmd["action"])
+        for record in cmds.tolist():
+            cmd = self._cmd = _Command(*record)
+            action = cmd.action
             if action == Action.NEW:
                 self._new(cmd)
             elif action == Action.CANCEL:
@@ -126,25 +147,25 @@ class ReferenceMatcher:
             elif action == Action.MODIFY:
                 self._modify(cmd)
             else:
-                self._reject(int(cmd["order_id"]), Reason.INVALID_COMMAND)
+                self._reject(cmd.order_id, Reason.INVALID_COMMAND)
         return np.array(self._out, dtype=EVENT)
 
     # --------------------------------------------------------------------- new
-    def _validate_new(self, cmd) -> Reason:
+    def _validate_new(self, cmd: _Command) -> Reason:
         """Checks after order id and duplicate, in the order SPEC.md gives."""
-        side, otype, tif = int(cmd["side"]), int(cmd["ord_type"]), int(cmd["tif"])
-        inst, flags = int(cmd["instrument"]), int(cmd["flags"])
+        side, otype, tif = cmd.side, cmd.ord_type, cmd.tif
+        inst, flags = cmd.instrument, cmd.flags
         if side not in (Side.BUY, Side.SELL) or otype not in (OrdType.LIMIT, OrdType.MARKET):
             return Reason.INVALID_COMMAND
         if otype == OrdType.LIMIT and tif not in (Tif.GTC, Tif.IOC, Tif.FOK):
             return Reason.INVALID_COMMAND
-        if int(cmd["account"]) <= 0 or inst <= 0:
+        if cmd.account <= 0 or inst <= 0:
             return Reason.INVALID_COMMAND
         if inst > self.config.max_instruments:
             return Reason.UNKNOWN_INSTRUMENT
-        if int(cmd["qty_lots"]) <= 0:
+        if cmd.qty_lots <= 0:
             return Reason.INVALID_QTY
-        price = int(cmd["price_ticks"])
+        price = cmd.price_ticks
         if otype == OrdType.LIMIT and price <= 0:
             return Reason.INVALID_PRICE
         if flags not in (Flag.NONE, Flag.POST_ONLY, Flag.STP):
@@ -162,8 +183,8 @@ class ReferenceMatcher:
                 return Reason.CAPACITY_LEVELS
         return Reason.NONE
 
-    def _new(self, cmd) -> None:
-        oid = int(cmd["order_id"])
+    def _new(self, cmd: _Command) -> None:
+        oid = cmd.order_id
         if oid <= 0:
             self._reject(oid, Reason.INVALID_COMMAND)
             return
@@ -175,17 +196,17 @@ class ReferenceMatcher:
         if reason != Reason.NONE:
             self._reject(oid, reason)
             return
-        market = int(cmd["ord_type"]) == OrdType.MARKET
+        market = cmd.ord_type == OrdType.MARKET
         order = _Order(
             order_id=oid,
-            account=int(cmd["account"]),
-            instrument=int(cmd["instrument"]),
-            side=int(cmd["side"]),
-            price=0 if market else int(cmd["price_ticks"]),
-            leaves=int(cmd["qty_lots"]),
-            flags=int(cmd["flags"]),
+            account=cmd.account,
+            instrument=cmd.instrument,
+            side=cmd.side,
+            price=0 if market else cmd.price_ticks,
+            leaves=cmd.qty_lots,
+            flags=cmd.flags,
         )
-        tif = Tif.IOC if market else int(cmd["tif"])
+        tif = Tif.IOC if market else cmd.tif
         self._emit(
             EventKind.ACCEPTED,
             order_id=oid,
@@ -285,8 +306,8 @@ class ReferenceMatcher:
         )
 
     # ------------------------------------------------------------ cancel/modify
-    def _resting(self, cmd) -> _Order | None:
-        oid = int(cmd["order_id"])
+    def _resting(self, cmd: _Command) -> _Order | None:
+        oid = cmd.order_id
         if oid <= 0:
             self._reject(oid, Reason.INVALID_COMMAND)
             return None
@@ -295,7 +316,7 @@ class ReferenceMatcher:
             self._reject(oid, Reason.UNKNOWN_ORDER)
         return order
 
-    def _cancel(self, cmd) -> None:
+    def _cancel(self, cmd: _Command) -> None:
         order = self._resting(cmd)
         if order is None:
             return
@@ -307,11 +328,11 @@ class ReferenceMatcher:
         self._emit_level(book, lvl)
         book.drop_if_empty(lvl)
 
-    def _modify(self, cmd) -> None:
+    def _modify(self, cmd: _Command) -> None:
         order = self._resting(cmd)
         if order is None:
             return
-        price, qty = int(cmd["price_ticks"]), int(cmd["qty_lots"])
+        price, qty = cmd.price_ticks, cmd.qty_lots
         if price <= 0:
             self._reject(order.order_id, Reason.INVALID_PRICE)
             return

@@ -97,9 +97,9 @@ def match_mix(n_commands: int = 5_000_000, seed: int = 1, book_target: int = 5_0
         cross = np.where(buy, ask + rng.integers(0, 3, n), bid - rng.integers(0, 3, n))
         far = np.where(buy, bid - rng.integers(200, 1000, n), ask + rng.integers(200, 1000, n))
         # aggressive size steers the book towards book_target resting orders
-        aggressive_qty = qty * (3 if len(live) > book_target else 1)
+        aggressive_qty = qty * 3 if len(live) > book_target else np.maximum(qty // 8, 1)
         price = np.select([kind == 0, kind == 1, kind == 3, kind == 4], [passive, cross, cross, far])
-        c = _new_orders(n, rng, next_id, side, price, np.where(kind == 3, aggressive_qty, qty),
+        c = _new_orders(n, rng, next_id, side, price, np.where((kind == 1) | (kind == 3), aggressive_qty, qty),
                         np.where(kind == 3, Tif.IOC, Tif.GTC))
         c["order_id"] = 0
         is_new = kind != 2

@@ -1,0 +1,74 @@
+"""The `microex` command: one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from microex.core.config import EngineConfig
+
+_DEFAULTS = EngineConfig()
+
+
+def _capacity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-instruments", type=int, default=_DEFAULTS.max_instruments)
+    p.add_argument("--max-orders", type=int, default=_DEFAULTS.max_orders,
+                   help="resting orders across all books")
+    p.add_argument("--max-levels", type=int, default=_DEFAULTS.max_levels, help="price levels per book side")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microex", description="microex: exchange and trading stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("match", help="conformance CSV commands in (stdin or --input), events CSV out")
+    m.add_argument("--input", help="command CSV file (default: stdin)")
+    m.add_argument("--engine", choices=("numba", "reference"), default="numba")
+    _capacity_args(m)
+
+    r = sub.add_parser("run", help="demo: generate an order stream, run it, print the book and trades")
+    r.add_argument("--commands", type=int, default=1_000_000)
+    r.add_argument("--seed", type=int, default=1)
+
+    b = sub.add_parser("bench", help="benchmarks (results as JSON under bench/results/)")
+    bsub = b.add_subparsers(dest="suite", required=True)
+    bc = bsub.add_parser("core", help="core.match_mix: the matching engine against the reference")
+    bc.add_argument("--json", help="write the results here")
+    bc.add_argument("--commands", type=int, default=5_000_000)
+    bc.add_argument("--reference-commands", type=int, default=1_000_000,
+                    help="how much of the stream the reference matcher runs (it is ~50x slower)")
+    bc.add_argument("--latency-commands", type=int, default=1_000_000,
+                    help="commands timed one by one for the batch-1 latency percentiles")
+    bc.add_argument("--runs", type=int, default=3, help="runs per variant; the median is reported")
+    bc.add_argument("--seed", type=int, default=1)
+    bc.add_argument("--input", help="also time a conformance-format CSV stream")
+    bc.add_argument("--no-startup", action="store_true", help="skip the `microex match` start-up timing")
+    br = bsub.add_parser("report", help="docs/BENCHMARKS.md and a plot from bench/results/*.json")
+    br.add_argument("--results", default="bench/results")
+    br.add_argument("--out", default="docs/BENCHMARKS.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "match":
+        from microex.app.match import main as match_main
+
+        return match_main(args)
+    if args.command == "run":
+        from microex.app.demo import main as demo_main
+
+        return demo_main(args)
+    if args.command == "bench" and args.suite == "core":
+        from microex.perf.core_bench import main as bench_main
+
+        return bench_main(args)
+    if args.command == "bench" and args.suite == "report":
+        from microex.perf.report import main as report_main
+
+        return report_main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

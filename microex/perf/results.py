@@ -1,0 +1,67 @@
+"""Benchmark rows: the JSON shape of SPEC.md, and the table printed for people."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from microex.perf.machine import describe_machine
+
+PERCENTILES = {"p50_ns": 50, "p95_ns": 95, "p99_ns": 99, "p999_ns": 99.9, "p9999_ns": 99.99}
+
+
+def latency_fields(samples_ns: np.ndarray) -> dict:
+    """Mean and percentiles of latency samples (ns), as row fields."""
+    pct = np.percentile(samples_ns, list(PERCENTILES.values()))
+    out = {"mean_ns": float(samples_ns.mean())}
+    out.update({k: float(v) for k, v in zip(PERCENTILES, pct)})
+    return out
+
+
+def throughput_fields(n_ops: int, seconds: float) -> dict:
+    return {"ops_per_s": n_ops / seconds, "ns_per_op": seconds * 1e9 / n_ops}
+
+
+def write_results(rows: list[dict], path: str | None, suite: str) -> Path:
+    if path is None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = os.path.join("bench", "results", f"{suite}-{stamp}.json")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": describe_machine(), "rows": rows}, indent=1) + "\n")
+    return out
+
+
+def _fmt_rate(v) -> str:
+    if v is None:
+        return ""
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
+
+
+def _fmt_ns(v) -> str:
+    if v is None:
+        return ""
+    return f"{v / 1000:.2f}µs" if v >= 1000 else f"{v:.0f}ns"
+
+
+def print_rows(rows: list[dict], console: Console | None = None) -> None:
+    table = Table(title="microex benchmarks")
+    for col in ("benchmark", "ops/s", "mean", "p50", "p95", "p99", "p99.9", "p99.99", "ratio"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for r in rows:
+        mean = r.get("mean_ns", r.get("ns_per_op"))
+        ratio = f"{r['ratio']:.1f}x vs {r['ratio_vs']}" if "ratio" in r else ""
+        if "wall_s" in r:
+            ratio = f"{r['wall_s']:.2f} s wall"
+        table.add_row(
+            r["name"], _fmt_rate(r.get("ops_per_s")), _fmt_ns(mean), _fmt_ns(r.get("p50_ns")),
+            _fmt_ns(r.get("p95_ns")), _fmt_ns(r.get("p99_ns")), _fmt_ns(r.get("p999_ns")),
+            _fmt_ns(r.get("p9999_ns")), ratio,
+        )
+    (console or Console()).print(table)
