@@ -64,4 +64,4 @@ def print_rows(rows: list[dict], console: Console | None = None) -> None:
             _fmt_ns(r.get("p95_ns")), _fmt_ns(r.get("p99_ns")), _fmt_ns(r.get("p999_ns")),
             _fmt_ns(r.get("p9999_ns")), ratio,
         )
-    (console or Console()).print(table)
+    (console or Console(width=150)).print(table)
