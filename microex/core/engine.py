@@ -45,12 +45,18 @@ class MatchingEngine:
         return int(self.state[H_LIVE_ORDERS])
 
     def call(self, cmds: np.ndarray, start: int, count: int) -> tuple[int, int]:
-        """One kernel call: (commands processed, events in self.events[:n])."""
+        """One kernel call: (commands processed, events in self.events[:n]).
+
+        `cmds` must be a C-contiguous COMMAND array: after warm_up() the
+        compiled entry point does not check argument types (run() does).
+        """
         r = self._kernel(self.state, self.ids, cmds, start, count, self.events)
         return r & _LOW32, r >> 32
 
     def run(self, cmds: np.ndarray, sink: Callable[[np.ndarray], None], batch: int = 1 << 16) -> int:
         """Run every command, in batches of `batch`; `sink` gets each event chunk (a view)."""
+        if cmds.dtype != COMMAND or not cmds.flags.c_contiguous:
+            cmds = np.ascontiguousarray(cmds, dtype=COMMAND)
         done = 0
         total_events = 0
         n = len(cmds)

@@ -379,14 +379,22 @@ def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
 
 
 @njit(cache=True, inline="always")
-def event_bound(state, cmd):
+def event_bound(state, orders, ids, cmd):
     """Most events a command can emit: each maker it meets yields a trade or an
-    stp cancel plus at most one level event; a maker without stp takes >= 1 lot."""
-    live = state[H_LIVE_ORDERS]
-    if cmd["action"] == CANCEL:
+    stp cancel plus at most one level event, and a maker met without stp takes
+    at least one lot. Whether stp applies is the order's flag: for a modify,
+    the resting order's, not the command's."""
+    action = cmd["action"]
+    if action != NEW and action != MODIFY:
         return EVENTS_SLACK
-    if cmd["flags"] != STP and cmd["qty_lots"] < live:
-        return 2 * max(cmd["qty_lots"], 0) + EVENTS_SLACK
+    stp = cmd["flags"] == STP
+    if action == MODIFY:
+        slot = resting_slot(orders, ids, int(cmd["order_id"]))
+        stp = slot != NIL and ((orders[slot * ORDER_STRIDE + O_META] >> 2) & 63) == STP
+    live = state[H_LIVE_ORDERS]
+    qty = cmd["qty_lots"]
+    if not stp and qty < live:
+        return 2 * max(qty, 0) + EVENTS_SLACK
     return 2 * live + EVENTS_SLACK
 
 
@@ -417,7 +425,7 @@ def process_batch(state, ids, cmds, start, count, events):
     end = start + count
     while i < end:
         cmd = cmds[i]
-        if ne + event_bound(state, cmd) > ev_cap or ids[0] >= id_limit:
+        if ne + event_bound(state, orders, ids, cmd) > ev_cap or ids[0] >= id_limit:
             break
         action = cmd["action"]
         if action == NEW:
