@@ -40,8 +40,8 @@ SIDES = [BUY, SELL]
 TYPES = [LIMIT] * 5 + [MARKET]
 TIFS = [GTC] * 5 + [IOC, FOK]
 FLAGS = [0] * 6 + [POST_ONLY, STP]
-PRICES = list(range(100, 106)) * 2 + list(range(95, 100))
-QTYS = list(range(1, 11)) * 3 + [25]
+PRICES = list(range(8))  # offsets: buys at 95-102, sells at 99-106 (modify: either), so they often cross
+QTYS = [1, 2, 3] * 6 + list(range(4, 11)) * 2 + [25]  # small lots: one order often meets many makers
 FAULTS = ["none"] * 30 + ["action", "side", "type", "tif", "flags", "account", "instrument", "price", "qty", "many"]
 BAD = {  # invalid values for each field
     "action": [0, 7],
@@ -60,7 +60,7 @@ class Scenario:
     config: EngineConfig
     rows: list[tuple]  # COMMAND fields in _helpers.CMD_FIELDS order
     cuts: list[int]  # the engine gets rows[0:c1], rows[c1:c2], ...
-    batch: int  # kernel batch size inside MatchingEngine.run
+    batch: int  # kernel batch size for MatchingEngine.run (1 << 16: use engine.process)
 
     def slices(self):
         bounds = [0, *self.cuts, len(self.rows)]
@@ -75,7 +75,7 @@ def engine_configs(draw) -> EngineConfig:
             max_orders=draw(st.integers(3, 8)),
             max_levels=draw(st.integers(1, 3)),
             id_capacity=draw(st.sampled_from([2, 4])),
-            event_capacity=16,
+            event_capacity=draw(st.sampled_from([16, 16, 1])),  # 1: even the first command must grow it
         )
     return EngineConfig(
         max_instruments=draw(st.integers(1, 4)),
@@ -105,9 +105,9 @@ def resolve_ids(raw: list[tuple], base: int, stride: int) -> list[tuple]:
             fresh += 1
         elif action == NEW:
             oid = named[pick % len(named)] if mode == 8 else bad
-        elif mode < 5 and gtc:
+        elif mode < 6 and gtc:
             oid = gtc[-1 - pick % min(len(gtc), 4)]
-        elif mode < 7 and named:
+        elif mode < 8 and named:
             oid = named[pick % len(named)]
         elif mode < 9:
             oid = base + stride * (10_000 + pick)  # never named by a new
@@ -148,6 +148,7 @@ def scenarios(draw, max_len: int = 200) -> Scenario:
     )
     raw = []
     for action, mode, pick, acc, inst, side, otype, tif, price, qty, flags, fault in drawn:
+        price += 95 if (side == BUY if action == NEW else pick % 2) else 99
         row = dict(action=action, account=acc, side=side, type=otype, tif=tif, price=price, qty=qty, flags=flags)
         for name in BAD if fault == "many" else [fault] if fault in BAD else []:
             if fault != "many" or (pick >> len(name)) % 3 == 0:
@@ -183,16 +184,36 @@ def run_differential(sc: Scenario) -> tuple[MatchingEngine, list]:
     cmds = commands(sc.rows)
     engine = MatchingEngine(sc.config)
     ref = ReferenceMatcher(sc.config)
+    kernel_call = engine.call
+
+    def call(cmds, start, count):  # the kernel's own contract: it never overfills its buffer
+        processed, n_events = kernel_call(cmds, start, count)
+        assert n_events <= len(engine.events), f"kernel wrote {n_events} events into a buffer of {len(engine.events)}"
+        assert processed == count or n_events + 2 * engine.live_orders + 8 > len(engine.events) or (
+            int(engine.ids[0]) * 2 >= (len(engine.ids) - 2) // 2
+        ), "the kernel stopped early without a full buffer or id map"
+        return processed, n_events
+
+    engine.call = call
     got: list = []
     want: list = []
     for a, b in sc.slices():
         part = cmds[a:b]
-        engine.run(part, lambda ev: got.extend(ev.tolist()), batch=sc.batch)
+        if sc.batch == 1 << 16:
+            got.extend(engine.process(part).tolist())
+        else:
+            engine.run(part, lambda ev: got.extend(ev.tolist()), batch=sc.batch)
         want.extend(ref.process(part).tolist())
         assert_same_events(got, want, cmds, sc.config)
         check_book_invariants(engine)
-        assert engine_book(engine) == reference_book(ref), f"books differ after command seq {b}"
+        book = reference_book(ref)
+        assert engine_book(engine) == book, f"books differ after command seq {b}"
         assert engine.live_orders == len(ref.orders)
+        for inst in range(1, sc.config.max_instruments + 1):
+            bids, asks = book.get((inst, BUY), []), book.get((inst, SELL), [])
+            assert engine.best(inst) == (bids[0][0] if bids else 0, asks[0][0] if asks else 0)
+            for side, levels in ((BUY, bids), (SELL, asks)):
+                assert engine.depth(inst, side, 2) == [(p, q, len(fifo)) for p, q, fifo in levels[:2]]
     return engine, got
 
 
@@ -257,3 +278,58 @@ def test_long_random_stream_matches_reference(seed: int) -> None:
     kinds = {ev[EVENT.names.index("kind")] for ev in got}
     assert kinds >= {1, 2, 3, 4, 5, 6}, "the stream should produce every event kind"
     assert len(engine.ids) > 2 + 2 * 2, "the id map should have grown"
+
+
+# ------------------------------------------------------------------ known bugs
+# Minimal reproducers, marked xfail(strict): each fails today; when the bug is
+# fixed the test passes, strict turns that into a failure, and the marker goes.
+
+BIG = 1 << 62  # two of these are 2**63: one more than int64 holds
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: fillable() sums lots in int64 and wraps")
+def test_fok_fillable_beyond_int64() -> None:
+    """Two asks of 2**62 lots; a FOK for 2**63-1 can fill (2**63 available), but the engine's
+    running total wraps negative and it cancels the FOK. The reference trades."""
+    cmds = commands(
+        [
+            (NEW, 1, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),
+            (NEW, 2, 1, 1, SELL, LIMIT, GTC, 101, BIG, 0),
+            (NEW, 3, 2, 1, BUY, LIMIT, FOK, 101, (1 << 63) - 1, 0),
+        ]
+    )
+    got = MatchingEngine(EngineConfig(max_instruments=1)).process(cmds).tolist()
+    want = ReferenceMatcher(EngineConfig(max_instruments=1)).process(cmds).tolist()
+    assert_same_events(got, want, cmds, EngineConfig(max_instruments=1))
+
+
+LEVEL_OVERFLOW = [
+    (NEW, 1, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),
+    (NEW, 2, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),  # the level now holds 2**63 lots
+    (NEW, 3, 2, 1, BUY, LIMIT, FOK, 100, 1, 0),
+]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: a level's L_QTY wraps past int64")
+def test_engine_level_total_beyond_int64() -> None:
+    events = MatchingEngine(EngineConfig(max_instruments=1)).process(commands(LEVEL_OVERFLOW))
+    assert (events["qty_lots"] >= 0).all(), "a level event reports a negative level total"
+    assert (events["kind"] == 3).any(), "a FOK for 1 lot against 2**63 resting lots must trade"
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason="BUG: the reference's level total does not fit an EVENT")
+def test_reference_level_total_beyond_int64() -> None:
+    events = ReferenceMatcher(EngineConfig(max_instruments=1)).process(commands(LEVEL_OVERFLOW))
+    assert (events["kind"] == 3).any()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: process() concatenates into a 92-byte dtype")
+def test_process_returns_event_records() -> None:
+    """process() must return EVENT records (96 bytes, the journal/wire layout); np.concatenate
+    drops the dtype's trailing padding, so the engine's records are 92 bytes."""
+    cmds = commands([(NEW, 1, 1, 1, BUY, LIMIT, GTC, 100, 5, 0)])
+    config = EngineConfig(max_instruments=1)
+    got = MatchingEngine(config).process(cmds)
+    want = ReferenceMatcher(config).process(cmds)
+    assert got.dtype == EVENT and got.dtype.itemsize == 96
+    assert got.tobytes() == want.tobytes()
