@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import TextIO
 
 from microex.core.config import EngineConfig
+from microex.core.positions import PositionBook
 from microex.core.venue import VenueConfig
 from microex.protocol.conformance_csv import EVENT_HEADER, CommandCsvDecoder, EventCsvEncoder
 
@@ -43,19 +44,23 @@ def _chunks(lines: Iterable[str]) -> Iterator[list[str]]:
 
 def run_match(source: TextIO, sink: TextIO, engine_kind: str = "numba", config: EngineConfig | None = None,
               venue: VenueConfig | None = None):
-    """Stream `source` through an engine into `sink`; returns the engine."""
+    """Stream `source` through an engine into `sink`; returns (engine, position rows)."""
     config = config or EngineConfig()
     engine = make_engine(engine_kind, config, venue)
+    positions = PositionBook(engine.config.max_accounts, engine.config.max_instruments)
     decoder = CommandCsvDecoder(engine.config.max_instruments, venue)
     encoder = EventCsvEncoder(decoder)
     sink.write(EVENT_HEADER + "\n")
     lines = iter(source)
     next(lines, None)  # the header row
     for chunk in _chunks(lines):
-        rows = encoder.encode(engine.process(decoder.decode(chunk)))
+        events = engine.process(decoder.decode(chunk))
+        if venue is not None:
+            positions.apply(events)
+        rows = encoder.encode(events)
         if rows:
             sink.write("\n".join(rows) + "\n")
-    return engine
+    return engine, positions.rows()
 
 
 def write_balances(engine, venue: VenueConfig, path: str) -> None:
@@ -66,13 +71,13 @@ def write_balances(engine, venue: VenueConfig, path: str) -> None:
             f.write(f"{acc},{names[asset]},{available},{held}\n")
 
 
-def write_positions(engine, venue: VenueConfig, path: str) -> None:
+def write_positions(rows, venue: VenueConfig, path: str) -> None:
     """Average price in ticks; realized PnL in the quote asset's smallest unit."""
     symbols = {i: s for s, i in venue.instrument_ids().items()}
     ticks = {i: spec.tick for i, spec in enumerate(venue.instruments, start=1)}
     with open(path, "w", encoding="utf-8") as f:
         f.write("account,instrument,position,avg_price,realized_pnl\n")
-        for acc, inst, lots, cost, realized in engine.position_rows():
+        for acc, inst, lots, cost, realized in rows:
             avg = f"{Decimal(cost) / Decimal(lots):.6f}" if lots else ""
             f.write(f"{acc},{symbols[inst]},{lots},{avg},{realized * ticks[inst]}\n")
 
@@ -91,12 +96,12 @@ def main(args) -> int:
         return 2
     source = open(args.input, encoding="utf-8", newline="\n") if args.input else sys.stdin
     try:
-        engine = run_match(source, sys.stdout, args.engine, config, venue)
+        engine, position_rows = run_match(source, sys.stdout, args.engine, config, venue)
     finally:
         if args.input:
             source.close()
     if args.balances_out:
         write_balances(engine, venue, args.balances_out)
     if args.positions_out:
-        write_positions(engine, venue, args.positions_out)
+        write_positions(position_rows, venue, args.positions_out)
     return 0

@@ -128,18 +128,8 @@ class MatchingEngine:
         """(account, asset, [available, held]) in each asset's smallest unit (a view)."""
         return views(self.state)["balances"]
 
-    def positions(self) -> np.ndarray:
-        """(account, instrument, [lots, cost tick-lots, realized tick-lots, -]) (a view)."""
-        return views(self.state)["positions"]
-
     def balance_rows(self) -> list[tuple[int, int, int, int]]:
         """(account, asset, available, held) for every non-zero balance, in order."""
         b = self.balances()
         accs, assets = np.nonzero((b[:, :, 0] != 0) | (b[:, :, 1] != 0))
         return [(int(a), int(s), int(b[a, s, 0]), int(b[a, s, 1])) for a, s in zip(accs, assets)]
-
-    def position_rows(self) -> list[tuple[int, int, int, int, int]]:
-        """(account, instrument, lots, cost tick-lots, realized tick-lots), non-zero ones, in order."""
-        p = self.positions()
-        accs, insts = np.nonzero((p[:, :, 0] != 0) | (p[:, :, 2] != 0))
-        return [(int(a), int(i), int(p[a, i, 0]), int(p[a, i, 1]), int(p[a, i, 2])) for a, i in zip(accs, insts)]

@@ -36,11 +36,9 @@ from microex.core.state import (
     ACCOUNT_STRIDE,
     H_MAX_ACCOUNTS,
     H_MAX_ASSETS,
-    H_MAX_INSTRUMENTS,
     H_OFF_ACCOUNTS,
     H_OFF_BALANCES,
     H_OFF_INSTR,
-    H_OFF_POSITIONS,
     I_ACTIVE,
     I_BAND_BPS,
     I_BASE,
@@ -56,10 +54,6 @@ from microex.core.state import (
     I_TAKER_BPS,
     I_TICK,
     INSTR_STRIDE,
-    P_COST,
-    P_LOTS,
-    P_REALIZED,
-    POSITION_STRIDE,
 )
 
 CAP = 1 << 61
@@ -232,28 +226,3 @@ def settle(state, inst, side, tacc, tunit, macc, munit, price, qty):
     state[balance_at(state, seller, quote)] += notional - fee_s
     state[balance_at(state, 0, quote)] += fee_b + fee_s
     state[ib + I_REF_PRICE] = price
-    position_fill(state, buyer, inst, qty, price)
-    position_fill(state, seller, inst, -qty, price)
-
-
-@njit(cache=True, inline="always")
-def position_fill(state, acc, inst, lots, price):
-    """Average-cost position and realized PnL (tick-lots) after a fill of signed lots."""
-    p = state[H_OFF_POSITIONS] + (acc * (state[H_MAX_INSTRUMENTS] + 1) + inst) * POSITION_STRIDE
-    pos = state[p + P_LOTS]
-    if pos == 0 or (pos > 0) == (lots > 0):
-        state[p + P_LOTS] = pos + lots
-        state[p + P_COST] += lots * price
-        return
-    sgn = 1 if pos > 0 else -1
-    size = pos * sgn
-    amount = lots * -sgn
-    close = amount if amount < size else size
-    removed = (state[p + P_COST] * sgn) * close // size  # cost of the closed lots, floored
-    state[p + P_REALIZED] += sgn * (price * close - removed)
-    state[p + P_COST] -= sgn * removed
-    state[p + P_LOTS] = pos - sgn * close
-    rest = amount - close
-    if rest > 0:  # the fill flips the position
-        state[p + P_LOTS] = -sgn * rest
-        state[p + P_COST] = -sgn * rest * price

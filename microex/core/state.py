@@ -12,7 +12,6 @@ array argument; the kernel slices its views out of it at each call.
     instr    (max_instruments+1) x INSTR_STRIDE    risk parameters per instrument
     accounts (max_accounts+1) x ACCOUNT_STRIDE     limits and open-order count
     balances (max_accounts+1) x max_assets x 2     available, held (asset 0 unused)
-    positions (max_accounts+1) x (max_instruments+1) x POSITION_STRIDE
 
 A book side is `instrument * 2 + side - 1`; its key for a price is `price` for
 bids and `-price` for asks, so both are ascending with the best price last, and
@@ -48,7 +47,6 @@ H_MAX_ASSETS = 16
 H_OFF_INSTR = 17
 H_OFF_ACCOUNTS = 18
 H_OFF_BALANCES = 19
-H_OFF_POSITIONS = 20
 HEADER_SIZE = 32
 
 # order fields
@@ -95,12 +93,6 @@ A_MAX_OPEN = 0  # 0: no limit
 A_OPEN = 1  # resting orders
 A_SUSPENDED = 2
 
-# position fields, per account and instrument
-POSITION_STRIDE = 4
-P_LOTS = 0  # signed: long > 0
-P_COST = 1  # signed tick-lots paid for the open position (average cost = P_COST / P_LOTS)
-P_REALIZED = 2  # tick-lots
-
 NIL = -1
 
 
@@ -114,8 +106,7 @@ def allocate_state(config: EngineConfig) -> np.ndarray:
     off_instr = off_counts + n_books
     off_accounts = off_instr + (config.max_instruments + 1) * INSTR_STRIDE
     off_balances = off_accounts + (config.max_accounts + 1) * ACCOUNT_STRIDE
-    off_positions = off_balances + (config.max_accounts + 1) * config.max_assets * 2
-    end = off_positions + (config.max_accounts + 1) * (config.max_instruments + 1) * POSITION_STRIDE
+    end = off_balances + (config.max_accounts + 1) * config.max_assets * 2
     state = np.zeros(end, dtype=np.int64)
     state[H_MAX_INSTRUMENTS] = config.max_instruments
     state[H_MAX_ORDERS] = config.max_orders
@@ -133,7 +124,6 @@ def allocate_state(config: EngineConfig) -> np.ndarray:
     state[H_OFF_INSTR] = off_instr
     state[H_OFF_ACCOUNTS] = off_accounts
     state[H_OFF_BALANCES] = off_balances
-    state[H_OFF_POSITIONS] = off_positions
     return state
 
 
@@ -146,12 +136,11 @@ def views(state: np.ndarray) -> dict[str, np.ndarray]:
     )
     o, lv, k, li, c = (int(state[h]) for h in (H_OFF_ORDERS, H_OFF_LEVELS, H_OFF_KEYS, H_OFF_LIDX, H_OFF_COUNTS))
     n_instr, n_acc, n_assets = int(state[H_MAX_INSTRUMENTS]) + 1, int(state[H_MAX_ACCOUNTS]) + 1, int(state[H_MAX_ASSETS])
-    i, a, b, p = (int(state[h]) for h in (H_OFF_INSTR, H_OFF_ACCOUNTS, H_OFF_BALANCES, H_OFF_POSITIONS))
+    i, a, b = (int(state[h]) for h in (H_OFF_INSTR, H_OFF_ACCOUNTS, H_OFF_BALANCES))
     return {
         "instr": state[i : i + n_instr * INSTR_STRIDE].reshape(n_instr, INSTR_STRIDE),
         "accounts": state[a : a + n_acc * ACCOUNT_STRIDE].reshape(n_acc, ACCOUNT_STRIDE),
         "balances": state[b : b + n_acc * n_assets * 2].reshape(n_acc, n_assets, 2),
-        "positions": state[p : p + n_acc * n_instr * POSITION_STRIDE].reshape(n_acc, n_instr, POSITION_STRIDE),
         "orders": state[o : o + max_orders * ORDER_STRIDE].reshape(max_orders, ORDER_STRIDE),
         "levels": state[lv : lv + max_orders * LEVEL_STRIDE].reshape(max_orders, LEVEL_STRIDE),
         "keys": state[k : k + n_books * max_levels].reshape(n_books, max_levels),
