@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("match", help="conformance CSV commands in (stdin or --input), events CSV out")
     m.add_argument("--input", help="command CSV file (default: stdin)")
     m.add_argument("--engine", choices=("numba", "reference"), default="numba")
+    m.add_argument("--config", help="venue TOML: instruments, accounts, limits (turns risk checks on)")
+    m.add_argument("--balances-out", help="write final balances as CSV account,asset,available,held")
+    m.add_argument("--positions-out", help="write final positions as CSV (average cost, realized PnL)")
     _capacity_args(m)
 
     r = sub.add_parser("run", help="demo: generate an order stream, run it, print the book and trades")

@@ -16,14 +16,22 @@ from microex.core.idmap import id_map_new, id_rehash
 from microex.core.matching import EVENTS_SLACK, process_batch
 from microex.core.records import COMMAND, EVENT
 from microex.core.state import H_LIVE_ORDERS, L_COUNT, L_PRICE, L_QTY, allocate_state, views
+from microex.core.venue import VenueConfig
 
 _LOW32 = (1 << 32) - 1
 
 
 class MatchingEngine:
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    """One engine; with a `venue`, risk mode is on (accounts, holds, fees, checks)."""
+
+    def __init__(self, config: EngineConfig | None = None, venue: VenueConfig | None = None) -> None:
+        if venue is not None:
+            config = venue.engine_config(config)
         self.config = config or EngineConfig()
+        self.venue = venue
         self.state = allocate_state(self.config)
+        if venue is not None:
+            venue.write_into(self.state)
         self.ids = id_map_new(self.config.id_capacity)
         self.events = np.zeros(self.config.event_capacity, dtype=EVENT)
         self._kernel = process_batch
@@ -115,3 +123,13 @@ class MatchingEngine:
             price, qty, count = (int(x) for x in v["levels"][lv, [L_PRICE, L_QTY, L_COUNT]])
             out.append((price, qty, count))
         return out
+
+    def balances(self) -> np.ndarray:
+        """(account, asset, [available, held]) in each asset's smallest unit (a view)."""
+        return views(self.state)["balances"]
+
+    def balance_rows(self) -> list[tuple[int, int, int, int]]:
+        """(account, asset, available, held) for every non-zero balance, in order."""
+        b = self.balances()
+        accs, assets = np.nonzero((b[:, :, 0] != 0) | (b[:, :, 1] != 0))
+        return [(int(a), int(s), int(b[a, s, 0]), int(b[a, s, 1])) for a, s in zip(accs, assets)]

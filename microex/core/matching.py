@@ -32,9 +32,26 @@ from microex.core.book import (
     order_free,
     unlink,
 )
+from microex.core.accounts import on_account_command
 from microex.core.borrow import borrow
+from microex.core.events import emit, emit_level, emit_reject
 from microex.core.idmap import ID_HEADER, id_find
 from microex.core.records import Action, EventKind, Flag, OrdType, Reason, Side, Tif
+from microex.core.risk import (
+    R_FUNDS,
+    R_OPEN_ORDERS,
+    band_edge,
+    check_order,
+    count_open,
+    has_funds,
+    hold_asset,
+    instr_base,
+    move_hold,
+    open_orders_full,
+    release,
+    settle,
+    unit_hold,
+)
 from microex.core.state import (
     H_LIVE_ORDERS,
     H_MAX_INSTRUMENTS,
@@ -46,6 +63,7 @@ from microex.core.state import (
     H_OFF_LEVELS,
     H_OFF_LIDX,
     H_OFF_ORDERS,
+    H_RISK_ON,
     L_COUNT,
     L_HEAD,
     L_PRICE,
@@ -63,6 +81,7 @@ from microex.core.state import (
 )
 
 NEW, CANCEL, MODIFY = int(Action.NEW), int(Action.CANCEL), int(Action.MODIFY)
+DEPOSIT, SET_PRICE = int(Action.DEPOSIT), int(Action.SET_PRICE)
 BUY, SELL = int(Side.BUY), int(Side.SELL)
 LIMIT, MARKET = int(OrdType.LIMIT), int(OrdType.MARKET)
 GTC, IOC, FOK = int(Tif.GTC), int(Tif.IOC), int(Tif.FOK)
@@ -76,41 +95,6 @@ R_UNKNOWN_INSTRUMENT = int(Reason.UNKNOWN_INSTRUMENT)
 R_CAPACITY_ORDERS, R_CAPACITY_LEVELS = int(Reason.CAPACITY_ORDERS), int(Reason.CAPACITY_LEVELS)
 R_USER, R_IOC, R_FOK, R_STP = int(Reason.USER), int(Reason.IOC), int(Reason.FOK), int(Reason.STP)
 EVENTS_SLACK = 8
-
-
-@njit(cache=True, inline="always")
-def emit(events, ne, seq, ts, kind, oid, maker, acc, macc, price, qty, leaves, mleaves, inst, lorders, side, reason):
-    e = events[ne]
-    e["seq"] = seq
-    e["ts_ns"] = ts
-    e["order_id"] = oid
-    e["maker_order_id"] = maker
-    e["account"] = acc
-    e["maker_account"] = macc
-    e["price_ticks"] = price
-    e["qty_lots"] = qty
-    e["leaves_lots"] = leaves
-    e["maker_leaves_lots"] = mleaves
-    e["instrument"] = inst
-    e["level_orders"] = lorders
-    e["kind"] = kind
-    e["side"] = side
-    e["reason"] = reason
-    return ne + 1
-
-
-@njit(cache=True, inline="always")
-def emit_reject(events, ne, seq, ts, oid, reason):
-    return emit(events, ne, seq, ts, EV_REJECTED, oid, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, reason)
-
-
-@njit(cache=True, inline="always")
-def emit_level(events, ne, seq, ts, levels, lv, inst, side):
-    lb = lv * LEVEL_STRIDE
-    return emit(
-        events, ne, seq, ts, EV_LEVEL, 0, 0, 0, 0,
-        levels[lb + L_PRICE], levels[lb + L_QTY], 0, 0, inst, levels[lb + L_COUNT], side, 0,
-    )
 
 
 @njit(cache=True, inline="always")
@@ -129,15 +113,18 @@ def crosses(side, limit, level_price):
 
 
 @njit(cache=True, inline="always")
-def fillable(orders, levels, keys, lidx, counts, max_levels, opp_book, side, price, market, stp, acc, want):
-    """Lots the aggressor could take now (others' orders only with stp), up to `want`."""
+def sweep(orders, levels, lidx, counts, max_levels, opp_book, side, price, market, stp, acc, want):
+    """Walk the opposite side as an aggressor would, without changing it:
+    (lots it could take, up to at least `want`; price of the last level reached).
+    With stp, the same account's orders do not count."""
     base = opp_book * max_levels
     total = 0
+    last = 0
     for j in range(counts[opp_book] - 1, -1, -1):
-        lv = lidx[base + j]
-        lb = lv * LEVEL_STRIDE
+        lb = lidx[base + j] * LEVEL_STRIDE
         if not market and not crosses(side, price, levels[lb + L_PRICE]):
             break
+        last = levels[lb + L_PRICE]
         if stp:
             o = levels[lb + L_HEAD]
             while o != NIL:
@@ -148,16 +135,18 @@ def fillable(orders, levels, keys, lidx, counts, max_levels, opp_book, side, pri
             total += levels[lb + L_QTY]
         if total >= want:
             break
-    return total
+    return total, last
 
 
 @njit(cache=True, inline="always")
 def match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts,
-          oid, acc, inst, side, price, market, stp, leaves):
-    """Trade an aggressor against the opposite side while it crosses; (leaves, ne)."""
+          oid, acc, inst, side, price, market, stp, leaves, risk_on, unit):
+    """Trade an aggressor against the opposite side while it crosses; (leaves, ne).
+    With risk on, every fill settles (`unit`: the aggressor's hold per lot)."""
     opp_side = SELL if side == BUY else BUY
     opp = inst * 2 + opp_side - 1
     base = opp * max_levels
+    ib = instr_base(state, inst)
     while leaves > 0:
         n = counts[opp]
         if n == 0:
@@ -167,6 +156,7 @@ def match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq
         lp = levels[lb + L_PRICE]
         if not market and not crosses(side, price, lp):
             break
+        munit = unit_hold(state, ib, opp_side, lp) if risk_on else 0
         o = levels[lb + L_HEAD]
         while o != NIL and leaves > 0:
             ob = o * ORDER_STRIDE
@@ -177,6 +167,9 @@ def match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq
             if stp and macc == acc:
                 unlink(orders, levels, lv, o)
                 order_free(state, orders, o)
+                if risk_on:
+                    release(state, inst, macc, opp_side, munit, mleaves)
+                    count_open(state, macc, -1)
                 ne = emit(events, ne, seq, ts, EV_CANCELLED, moid, 0, macc, 0, lp, mleaves, 0, 0,
                           inst, 0, opp_side, R_STP)
             else:
@@ -185,11 +178,15 @@ def match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq
                 mleaves -= fill
                 orders[ob + O_LEAVES] = mleaves
                 levels[lb + L_QTY] -= fill
+                if risk_on:
+                    settle(state, inst, side, acc, unit, macc, munit, lp, fill)
                 ne = emit(events, ne, seq, ts, EV_TRADE, oid, moid, acc, macc, lp, fill, leaves, mleaves,
                           inst, 0, side, 0)
                 if mleaves == 0:
                     unlink(orders, levels, lv, o)
                     order_free(state, orders, o)
+                    if risk_on:
+                        count_open(state, macc, -1)
             o = nxt
         ne = emit_level(events, ne, seq, ts, levels, lv, inst, opp_side)
         if levels[lb + L_COUNT] == 0:
@@ -254,6 +251,25 @@ def on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     if flags == POST_ONLY and counts[opp_book] > 0:
         if crosses(side, price, best_price(keys, counts, max_levels, opp_book, opp_side)):
             return emit_reject(events, ne, seq, ts, oid, R_WOULD_CROSS)
+    stp = flags == STP
+    risk_on = state[H_RISK_ON] != 0
+    limit = price  # how far the order may sweep (market: 0, no limit)
+    unit = 0
+    if risk_on:
+        ib = instr_base(state, inst)
+        if market:  # protection price: where the book fills it, capped by the band
+            limit = sweep(orders, levels, lidx, counts, max_levels, opp_book, side, 0, True, stp, acc, qty)[1]
+            edge = band_edge(state, ib, side)
+            if edge != 0 and (limit == 0 or not crosses(side, edge, limit)):
+                limit = edge
+        reason, _ = check_order(state, acc, inst, side, limit, qty)
+        if reason != 0:
+            return emit_reject(events, ne, seq, ts, oid, reason)
+        if tif == GTC and open_orders_full(state, acc):
+            return emit_reject(events, ne, seq, ts, oid, R_OPEN_ORDERS)
+        unit = unit_hold(state, ib, side, limit)
+        if not has_funds(state, acc, ib, side, unit * qty):
+            return emit_reject(events, ne, seq, ts, oid, R_FUNDS)
     if tif == GTC:
         if state[H_LIVE_ORDERS] >= state[H_MAX_ORDERS]:
             return emit_reject(events, ne, seq, ts, oid, R_CAPACITY_ORDERS)
@@ -261,16 +277,21 @@ def on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
         if n >= max_levels and book_search(keys, own_book * max_levels, n, level_key(side, price)) < 0:
             return emit_reject(events, ne, seq, ts, oid, R_CAPACITY_LEVELS)
 
+    if risk_on:
+        move_hold(state, acc, hold_asset(state, ib, side), unit * qty)
     ne = emit(events, ne, seq, ts, EV_ACCEPTED, oid, 0, acc, 0, price, qty, qty, 0, inst, 0, side, 0)
-    stp = flags == STP
     if tif == FOK:
-        if fillable(orders, levels, keys, lidx, counts, max_levels, opp_book, side, price, market, stp, acc, qty) < qty:
+        if sweep(orders, levels, lidx, counts, max_levels, opp_book, side, price, market, stp, acc, qty)[0] < qty:
+            if risk_on:
+                release(state, inst, acc, side, unit, qty)
             return emit(events, ne, seq, ts, EV_CANCELLED, oid, 0, acc, 0, price, qty, 0, 0, inst, 0, side, R_FOK)
     leaves, ne = match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts,
-                       oid, acc, inst, side, price, market, stp, qty)
+                       oid, acc, inst, side, limit, limit == 0, stp, qty, risk_on, unit)
     if leaves == 0:
         return ne
     if tif != GTC:
+        if risk_on:
+            release(state, inst, acc, side, unit, leaves)
         return emit(events, ne, seq, ts, EV_CANCELLED, oid, 0, acc, 0, price, leaves, 0, 0, inst, 0, side, R_IOC)
     slot = order_alloc(state, orders)
     ob = slot * ORDER_STRIDE
@@ -280,6 +301,8 @@ def on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     orders[ob + O_LEAVES] = leaves
     orders[ob + O_META] = (inst << 8) | (flags << 2) | side
     ids[ID_HEADER + 2 * h + 1] = slot
+    if risk_on:
+        count_open(state, acc, 1)
     return rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price)
 
 
@@ -311,8 +334,12 @@ def on_cancel(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     side = meta & 3
     lv = orders[ob + O_LEVEL]
     leaves = orders[ob + O_LEAVES]
-    ne = emit(events, ne, seq, ts, EV_CANCELLED, oid, 0, orders[ob + O_ACCOUNT], 0, orders[ob + O_PRICE],
-              leaves, 0, 0, inst, 0, side, R_USER)
+    acc = orders[ob + O_ACCOUNT]
+    price = orders[ob + O_PRICE]
+    if state[H_RISK_ON] != 0:
+        release(state, inst, acc, side, unit_hold(state, instr_base(state, inst), side, price), leaves)
+        count_open(state, acc, -1)
+    ne = emit(events, ne, seq, ts, EV_CANCELLED, oid, 0, acc, 0, price, leaves, 0, 0, inst, 0, side, R_USER)
     unlink(orders, levels, lv, slot)
     order_free(state, orders, slot)
     ne = emit_level(events, ne, seq, ts, levels, lv, inst, side)
@@ -353,7 +380,21 @@ def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     lb = lv * LEVEL_STRIDE
     old_price = orders[ob + O_PRICE]
     leaves = orders[ob + O_LEAVES]
+    risk_on = state[H_RISK_ON] != 0
+    old_unit = new_unit = 0
+    if risk_on:
+        reason, _ = check_order(state, acc, inst, side, price, qty)
+        if reason != 0:
+            return emit_reject(events, ne, seq, ts, oid, reason)
+        ib = instr_base(state, inst)
+        old_unit = unit_hold(state, ib, side, old_price)
+        new_unit = unit_hold(state, ib, side, price)
+        extra = qty * new_unit - leaves * old_unit
+        if extra > 0 and not has_funds(state, acc, ib, side, extra):
+            return emit_reject(events, ne, seq, ts, oid, R_FUNDS)
     if price == old_price and qty <= leaves:  # same price, not larger: keeps time priority
+        if risk_on:
+            release(state, inst, acc, side, old_unit, leaves - qty)
         levels[lb + L_QTY] -= leaves - qty
         orders[ob + O_LEAVES] = qty
         ne = emit(events, ne, seq, ts, EV_MODIFIED, oid, 0, acc, 0, price, 0, qty, 0, inst, 0, side, 0)
@@ -363,6 +404,8 @@ def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
         frees = 1 if levels[lb + L_COUNT] == 1 else 0
         if n - frees >= max_levels and book_search(keys, own_book * max_levels, n, level_key(side, price)) < 0:
             return emit_reject(events, ne, seq, ts, oid, R_CAPACITY_LEVELS)
+    if risk_on:
+        move_hold(state, acc, hold_asset(state, instr_base(state, inst), side), qty * new_unit - leaves * old_unit)
     unlink(orders, levels, lv, slot)
     orders[ob + O_PRICE] = price
     orders[ob + O_LEAVES] = qty
@@ -370,9 +413,11 @@ def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     ne = emit_level(events, ne, seq, ts, levels, lv, inst, side)
     level_drop_if_empty(state, levels, keys, lidx, counts, max_levels, lv, side)
     leaves, ne = match(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts,
-                       oid, acc, inst, side, price, False, flags == STP, qty)
+                       oid, acc, inst, side, price, False, flags == STP, qty, risk_on, new_unit)
     if leaves == 0:
         order_free(state, orders, slot)
+        if risk_on:
+            count_open(state, acc, -1)
         return ne
     orders[ob + O_LEAVES] = leaves
     return rest(state, orders, levels, keys, lidx, counts, max_levels, events, ne, seq, ts, slot, inst, side, price)
@@ -434,6 +479,8 @@ def process_batch(state, ids, cmds, start, count, events):
             ne = on_cancel(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne)
         elif action == MODIFY:
             ne = on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne)
+        elif action >= DEPOSIT and action <= SET_PRICE:
+            ne = on_account_command(state, cmd, events, ne)
         else:
             ne = emit_reject(events, ne, cmd["seq"], cmd["ts_ns"], int(cmd["order_id"]), R_INVALID_COMMAND)
         i += 1

@@ -21,6 +21,14 @@ class Action(IntEnum):
     NEW = 1
     CANCEL = 2
     MODIFY = 3
+    # accounts and venue control (risk mode only; otherwise invalid_command)
+    DEPOSIT = 4  # account, asset id in `instrument`, amount in `qty_lots`
+    WITHDRAW = 5
+    HALT = 6  # instrument
+    RESUME = 7  # instrument
+    SUSPEND = 8  # account
+    UNSUSPEND = 9  # account
+    SET_PRICE = 10  # instrument, reference price in `price_ticks`
 
 
 class Side(IntEnum):
@@ -83,6 +91,16 @@ class Reason(IntEnum):
     IOC = 21
     FOK = 22
     STP = 23
+
+    RISK_FUNDS = 30
+    RISK_MAX_QTY = 31
+    RISK_MAX_NOTIONAL = 32
+    RISK_PRICE_BAND = 33
+    RISK_OPEN_ORDERS = 34
+    RISK_HALTED = 35
+    RISK_SUSPENDED = 36
+    RISK_MIN_QTY = 37
+    UNKNOWN_ACCOUNT = 38
 
 
 def _dtype(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:

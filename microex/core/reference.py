@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from microex.core.config import EngineConfig
+from microex.core.reference_risk import ReferenceRisk
 from microex.core.records import (
     EVENT,
     Action,
@@ -24,6 +25,7 @@ from microex.core.records import (
     Side,
     Tif,
 )
+from microex.core.venue import VenueConfig
 
 _EVENT_FIELDS = EVENT.names
 _FIELD_INDEX = {name: i for i, name in enumerate(_EVENT_FIELDS)}
@@ -92,13 +94,28 @@ class _BookSide:
 class ReferenceMatcher:
     """Price-time priority matcher for many instruments; see SPEC.md for the rules."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(self, config: EngineConfig | None = None, venue: VenueConfig | None = None) -> None:
+        if venue is not None:
+            config = venue.engine_config(config)
         self.config = config or EngineConfig()
+        self.risk = ReferenceRisk(venue) if venue is not None else None
         self.books: dict[tuple[int, int], _BookSide] = {}
         self.orders: dict[int, _Order] = {}  # resting orders by id
         self.taken: set[int] = set()  # every order id ever named by a `new`
         self._out: list[tuple] = []
         self._cmd = None
+
+    def balance_rows(self) -> list[tuple[int, int, int, int]]:
+        """(account, asset, available, held) for every non-zero balance, in order."""
+        if not self.risk:
+            return []
+        return sorted((a, s, v[0], v[1]) for (a, s), v in self.risk.balances.items() if v[0] or v[1])
+
+    def position_rows(self) -> list[tuple[int, int, int, int, int]]:
+        """(account, instrument, lots, cost tick-lots, realized tick-lots), non-zero ones, in order."""
+        if not self.risk:
+            return []
+        return sorted((a, i, *v) for (a, i), v in self.risk.positions.items() if v[0] or v[2])
 
     # ----------------------------------------------------------------- helpers
     def _side(self, instrument: int, side: int) -> _BookSide:
@@ -146,6 +163,10 @@ class ReferenceMatcher:
                 self._cancel(cmd)
             elif action == Action.MODIFY:
                 self._modify(cmd)
+            elif Action.DEPOSIT <= action <= Action.SET_PRICE:
+                reason = self.risk.command(cmd) if self.risk else Reason.INVALID_COMMAND
+                if reason != Reason.NONE:
+                    self._reject(0, reason)
             else:
                 self._reject(cmd.order_id, Reason.INVALID_COMMAND)
         return np.array(self._out, dtype=EVENT)
@@ -175,13 +196,35 @@ class ReferenceMatcher:
         opposite = self._side(inst, Side.SELL if side == Side.BUY else Side.BUY).best()
         if flags == Flag.POST_ONLY and opposite is not None and self._crosses(side, price, opposite.price):
             return Reason.WOULD_CROSS
-        if otype == OrdType.LIMIT and tif == Tif.GTC:
-            if len(self.orders) >= self.config.max_orders:
-                return Reason.CAPACITY_ORDERS
-            own = self._side(inst, side)
-            if price not in own.levels and len(own.prices) >= self.config.max_levels:
-                return Reason.CAPACITY_LEVELS
         return Reason.NONE
+
+    def _capacity(self, inst: int, side: int, price: int) -> Reason:
+        """A GTC order may rest: it needs a free order slot and a level (or room for one)."""
+        if len(self.orders) >= self.config.max_orders:
+            return Reason.CAPACITY_ORDERS
+        own = self._side(inst, side)
+        if price not in own.levels and len(own.prices) >= self.config.max_levels:
+            return Reason.CAPACITY_LEVELS
+        return Reason.NONE
+
+    def _risk_new(self, order: _Order, market: bool, tif: int) -> tuple[Reason, int, int]:
+        """Pre-trade checks of risk mode: (reason, how far it may sweep, hold per lot)."""
+        risk = self.risk
+        limit = order.price
+        if market:  # protection price: where the book fills it, capped by the band
+            limit = self._sweep(order, 0, True)[1]
+            edge = risk.band_edge(order.instrument, order.side)
+            if edge and (limit == 0 or not self._crosses(order.side, edge, limit)):
+                limit = edge
+        reason = risk.check_order(order.account, order.instrument, order.side, limit, order.leaves)
+        if reason == Reason.NONE and tif == Tif.GTC and risk.open_orders_full(order.account):
+            reason = Reason.RISK_OPEN_ORDERS
+        if reason != Reason.NONE:
+            return reason, 0, 0
+        unit = risk.unit_hold(order.instrument, order.side, limit)
+        if not risk.has_funds(order.account, order.instrument, order.side, unit * order.leaves):
+            return Reason.RISK_FUNDS, 0, 0
+        return Reason.NONE, limit, unit
 
     def _new(self, cmd: _Command) -> None:
         oid = cmd.order_id
@@ -207,6 +250,19 @@ class ReferenceMatcher:
             flags=cmd.flags,
         )
         tif = Tif.IOC if market else cmd.tif
+        limit, unit = order.price, 0
+        if self.risk:
+            reason, limit, unit = self._risk_new(order, market, tif)
+            if reason != Reason.NONE:
+                self._reject(oid, reason)
+                return
+        if tif == Tif.GTC:
+            reason = self._capacity(order.instrument, order.side, order.price)
+            if reason != Reason.NONE:
+                self._reject(oid, reason)
+                return
+        if self.risk:
+            self.risk.move_hold(order.account, order.instrument, order.side, unit * order.leaves)
         self._emit(
             EventKind.ACCEPTED,
             order_id=oid,
@@ -217,50 +273,67 @@ class ReferenceMatcher:
             qty_lots=order.leaves,
             leaves_lots=order.leaves,
         )
-        if tif == Tif.FOK and self._fillable(order, market) < order.leaves:
+        if tif == Tif.FOK and self._sweep(order, order.price, market)[0] < order.leaves:
+            if self.risk:
+                self.risk.release(order.account, order.instrument, order.side, unit, order.leaves)
             self._cancelled(order, order.leaves, Reason.FOK)
             return
-        self._match(order, market)
+        self._match(order, limit, limit == 0, unit)
         if order.leaves == 0:
             return
         if tif == Tif.GTC:
             self._rest(order)
+            if self.risk:
+                self.risk.open_orders[order.account] += 1
         else:
+            if self.risk:
+                self.risk.release(order.account, order.instrument, order.side, unit, order.leaves)
             self._cancelled(order, order.leaves, Reason.IOC)
 
-    def _fillable(self, order: _Order, market: bool) -> int:
-        """Lots the order could take now (others' orders only, with stp)."""
+    def _sweep(self, order: _Order, limit: int, market: bool) -> tuple[int, int]:
+        """What the order could take now without changing the book (others' orders
+        only, with stp): (lots, up to at least its leaves; price of the last level reached)."""
         opposite = self._side(order.instrument, Side.SELL if order.side == Side.BUY else Side.BUY)
         prices = opposite.prices if opposite.side == Side.SELL else reversed(opposite.prices)
-        total = 0
+        total = last = 0
         for price in prices:
-            if not market and not self._crosses(order.side, order.price, price):
+            if not market and not self._crosses(order.side, limit, price):
                 break
+            last = price
             for maker in opposite.levels[price].orders.values():
                 if order.flags == Flag.STP and maker.account == order.account:
                     continue
                 total += maker.leaves
             if total >= order.leaves:
                 break
-        return total
+        return total, last
 
-    def _match(self, order: _Order, market: bool) -> None:
-        """Trade `order` against the opposite side while it crosses."""
+    def _match(self, order: _Order, limit: int, market: bool, unit: int) -> None:
+        """Trade `order` against the opposite side while it crosses `limit`;
+        with risk, settle each fill (`unit`: the order's hold per lot)."""
         opposite = self._side(order.instrument, Side.SELL if order.side == Side.BUY else Side.BUY)
+        risk = self.risk
         while order.leaves > 0:
             lvl = opposite.best()
-            if lvl is None or (not market and not self._crosses(order.side, order.price, lvl.price)):
+            if lvl is None or (not market and not self._crosses(order.side, limit, lvl.price)):
                 return
+            munit = risk.unit_hold(order.instrument, opposite.side, lvl.price) if risk else 0
             while order.leaves > 0 and lvl.orders:
                 maker = next(iter(lvl.orders.values()))
                 if order.flags == Flag.STP and maker.account == order.account:
                     self._remove(opposite, lvl, maker)
+                    if risk:
+                        risk.release(maker.account, maker.instrument, maker.side, munit, maker.leaves)
+                        risk.open_orders[maker.account] -= 1
                     self._cancelled(maker, maker.leaves, Reason.STP)
                     continue
                 fill = min(order.leaves, maker.leaves)
                 order.leaves -= fill
                 maker.leaves -= fill
                 lvl.qty -= fill
+                if risk:
+                    risk.settle(order.instrument, order.side, order.account, unit, maker.account, munit,
+                                lvl.price, fill)
                 self._emit(
                     EventKind.TRADE,
                     order_id=order.order_id,
@@ -276,6 +349,8 @@ class ReferenceMatcher:
                 )
                 if maker.leaves == 0:
                     self._remove(opposite, lvl, maker)
+                    if risk:
+                        risk.open_orders[maker.account] -= 1
             self._emit_level(opposite, lvl)
             opposite.drop_if_empty(lvl)
 
@@ -324,6 +399,10 @@ class ReferenceMatcher:
         lvl = book.levels[order.price]
         leaves = order.leaves
         self._remove(book, lvl, order)
+        if self.risk:
+            unit = self.risk.unit_hold(order.instrument, order.side, order.price)
+            self.risk.release(order.account, order.instrument, order.side, unit, leaves)
+            self.risk.open_orders[order.account] -= 1
         self._cancelled(order, leaves, Reason.USER)
         self._emit_level(book, lvl)
         book.drop_if_empty(lvl)
@@ -347,7 +426,23 @@ class ReferenceMatcher:
             self._reject(order.order_id, Reason.WOULD_CROSS)
             return
         lvl = book.levels[order.price]
+        risk = self.risk
+        old_unit = new_unit = 0
+        if risk:
+            reason = risk.check_order(order.account, order.instrument, order.side, price, qty)
+            old_unit = risk.unit_hold(order.instrument, order.side, order.price)
+            new_unit = risk.unit_hold(order.instrument, order.side, price)
+            extra = qty * new_unit - order.leaves * old_unit
+            if reason == Reason.NONE and extra > 0 and not risk.has_funds(
+                order.account, order.instrument, order.side, extra
+            ):
+                reason = Reason.RISK_FUNDS
+            if reason != Reason.NONE:
+                self._reject(order.order_id, reason)
+                return
         if price == order.price and qty <= order.leaves:  # keeps time priority
+            if risk:
+                risk.release(order.account, order.instrument, order.side, old_unit, order.leaves - qty)
             lvl.qty -= order.leaves - qty
             order.leaves = qty
             self._modified(order)
@@ -360,14 +455,18 @@ class ReferenceMatcher:
         ):
             self._reject(order.order_id, Reason.CAPACITY_LEVELS)
             return
+        if risk:
+            risk.move_hold(order.account, order.instrument, order.side, qty * new_unit - order.leaves * old_unit)
         self._remove(book, lvl, order)
         order.price, order.leaves = price, qty
         self._modified(order)
         self._emit_level(book, lvl)
         book.drop_if_empty(lvl)
-        self._match(order, market=False)
+        self._match(order, price, False, new_unit)
         if order.leaves > 0:
             self._rest(order)
+        elif risk:
+            risk.open_orders[order.account] -= 1
 
     def _modified(self, order: _Order) -> None:
         self._emit(

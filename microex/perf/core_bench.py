@@ -5,6 +5,8 @@ Rows (all on the same generated stream, generated before any timing):
 - core.match_mix.batch_<N>       N = 65,536, 256, 16, 1 (one command per call from Python)
 - core.match_mix.latency_batch_1 per-command latency of one-command calls from Python
 - core.match_mix.reference       the plain-Python reference matcher on the stream's start
+- core.risk_check                core.match_mix with risk on (holds, fees, every pre-trade
+                                 check) against risk off, batch 65,536, runs interleaved
 - core.input.<file>              a conformance-format CSV stream (--input)
 - core.start.first / .cached     wall time of `microex match` on a 10-line stream,
                                  with an empty numba cache, then with a warm one
@@ -31,16 +33,21 @@ from microex.core.config import EngineConfig
 from microex.core.engine import MatchingEngine
 from microex.core.reference import ReferenceMatcher
 from microex.perf.results import latency_fields, print_rows, throughput_fields, write_results
-from microex.perf.workload import Workload, describe, match_mix
+from microex.perf.workload import Workload, describe, funding, match_mix, risk_venue
 
 BATCHES = (65536, 256, 16, 1)
 _LOW32 = (1 << 32) - 1
 _SINK = lambda events: None  # noqa: E731
 
 
-def _fresh(w: Workload) -> MatchingEngine:
-    engine = MatchingEngine(w.config())
-    engine.warm_up()
+def _fresh(w: Workload, risk: bool = False) -> MatchingEngine:
+    if risk:
+        engine = MatchingEngine(w.config(), venue=risk_venue())
+        engine.warm_up()
+        engine.process(funding())
+    else:
+        engine = MatchingEngine(w.config())
+        engine.warm_up()
     engine.process(w.setup)
     return engine
 
@@ -67,8 +74,8 @@ def run_one_by_one(engine: MatchingEngine, cmds: np.ndarray, latencies: np.ndarr
             engine._make_room(stalled=True)
 
 
-def time_engine(w: Workload, batch: int) -> float:
-    engine = _fresh(w)
+def time_engine(w: Workload, batch: int, risk: bool = False) -> float:
+    engine = _fresh(w, risk)
     t0 = time.perf_counter()
     if batch == 1:
         run_one_by_one(engine, w.cmds)
@@ -157,6 +164,15 @@ def main(args) -> int:
                 times.append(time_engine(w, batch))
                 progress.advance(task)
             medians[batch] = statistics.median(times)
+        task = progress.add_task("risk on / off", total=2 * args.runs)
+        risk_times = {True: [], False: []}
+        for _ in range(args.runs):
+            for risk in (False, True):
+                risk_times[risk].append(time_engine(w, BATCHES[0], risk))
+                progress.advance(task)
+        check = _fresh(w, risk=True)
+        risk_rejects = int((check.process(w.cmds)["kind"] == 2).sum())
+        del check
         n_ref = min(args.reference_commands, len(w.cmds))
         task = progress.add_task(f"reference matcher, {n_ref} commands", total=1)
         ref_s = time_reference(w, n_ref)
@@ -183,6 +199,13 @@ def main(args) -> int:
                  "workload": f"first {n_lat} commands of core.match_mix, one call each from Python, "
                  f"timed with perf_counter_ns (its own cost, {timer_overhead_ns():.0f} ns, included)",
                  **latency_fields(lat)})
+    on, off = statistics.median(risk_times[True]), statistics.median(risk_times[False])
+    rows.append({"name": "core.risk_check",
+                 "workload": f"core.match_mix with risk on (100 funded accounts; holds, fees 2/5 bps, band 20%, "
+                 f"qty/notional/open-order limits, none binding; {risk_rejects} rejects) vs off, batch 65,536, "
+                 f"median of {args.runs} interleaved runs; ratio = time on / time off",
+                 **throughput_fields(len(w.cmds), on), "ratio": on / off, "ratio_vs": "risk off",
+                 "risk_ns_per_command": (on - off) * 1e9 / len(w.cmds)})
     rows.append({"name": "core.match_mix.reference",
                  "workload": f"plain-Python reference matcher, first {n_ref} commands of core.match_mix",
                  **ref})

@@ -44,6 +44,28 @@ class Workload:
         )
 
 
+def risk_venue() -> "VenueConfig":
+    """The venue `core.risk_check` runs match_mix in: every check on, none binding."""
+    from microex.core.venue import InstrumentSpec, VenueConfig
+
+    return VenueConfig(
+        instruments=(InstrumentSpec("XYZ", "X", "Y", tick=1, lot=1, min_qty=1, max_qty=1_000_000,
+                                    max_notional=1 << 50, price_band_pct=20, maker_fee_bps=2, taker_fee_bps=5),),
+        max_accounts=128,
+        default_max_open_orders=100_000,
+    )
+
+
+def funding(accounts: int = 100, amount: int = 1 << 52) -> np.ndarray:
+    """Deposits of both of risk_venue's assets for accounts 1..accounts."""
+    c = np.zeros(2 * accounts, dtype=COMMAND)
+    c["action"] = Action.DEPOSIT
+    c["account"] = np.repeat(np.arange(1, accounts + 1), 2)
+    c["instrument"] = np.tile([1, 2], accounts)
+    c["qty_lots"] = amount
+    return c
+
+
 def _new_orders(n, rng, first_id, side, price, qty, tif, otype=OrdType.LIMIT, account=None):
     c = np.zeros(n, dtype=COMMAND)
     c["order_id"] = np.arange(first_id, first_id + n)

@@ -8,7 +8,13 @@ How it works:
   unknown flag), so every row yields its events in stream order and the reason
   is chosen by the engine in SPEC.md's check order.
 - Symbols become instrument ids on first use (1, 2, ...); past the engine's
-  capacity they map to an id the engine rejects as unknown_instrument.
+  capacity they map to an id the engine rejects as unknown_instrument. With a
+  venue config (risk mode) the ids are the config's, and any other symbol is
+  unknown_instrument.
+- Account rows (deposit, withdraw: asset name in `instrument`, amount in `qty`;
+  suspend, unsuspend: `account`; halt, resume: `instrument`; set_price:
+  `instrument`, `price`) yield no event unless rejected, and a reject of one
+  has an empty order_id.
 - Rows get `seq` = their 1-based row number; a rejected row whose order id is
   not a positive integer is echoed as written, looked up by that seq.
 - `EventCsvEncoder.encode(events)` writes event rows; L2 level events are not
@@ -23,12 +29,17 @@ from __future__ import annotations
 import numpy as np
 
 from microex.core.records import COMMAND, Action, EventKind, Flag, OrdType, Reason, Side, Tif
+from microex.core.venue import VenueConfig
 
 COMMAND_HEADER = "action,order_id,account,instrument,side,type,tif,price,qty,flags"
 EVENT_HEADER = "event,order_id,instrument,side,price,qty,leaves,maker_order_id,reason"
 
 _INT64_MAX = (1 << 63) - 1
-_ACTIONS = {"new": Action.NEW, "cancel": Action.CANCEL, "modify": Action.MODIFY}
+_ORDER_ACTIONS = {"new": Action.NEW, "cancel": Action.CANCEL, "modify": Action.MODIFY}
+_ACCOUNT_ACTIONS = {"deposit": Action.DEPOSIT, "withdraw": Action.WITHDRAW, "halt": Action.HALT,
+                    "resume": Action.RESUME, "suspend": Action.SUSPEND, "unsuspend": Action.UNSUSPEND,
+                    "set_price": Action.SET_PRICE}
+_ASSET_ACTIONS = (Action.DEPOSIT, Action.WITHDRAW)
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 _TYPES = {"limit": OrdType.LIMIT, "market": OrdType.MARKET}
 _TIFS = {"gtc": Tif.GTC, "ioc": Tif.IOC, "fok": Tif.FOK}
@@ -48,10 +59,14 @@ def parse_positive_int(text: str) -> int:
 class CommandCsvDecoder:
     """Command rows in, COMMAND records out; keeps what the encoder needs to echo."""
 
-    def __init__(self, max_instruments: int) -> None:
+    def __init__(self, max_instruments: int, venue: VenueConfig | None = None) -> None:
         self.max_instruments = max_instruments
-        self.instrument_ids: dict[str, int] = {}
-        self.symbols: dict[int, str] = {}
+        self.fixed = venue is not None
+        self.instrument_ids: dict[str, int] = venue.instrument_ids() if venue else {}
+        self.symbols: dict[int, str] = {i: s for s, i in self.instrument_ids.items()}
+        self.asset_ids: dict[str, int] = venue.asset_ids() if venue else {}
+        # without a venue, account actions are unknown actions, exactly as in plain `match`
+        self.actions = {**_ORDER_ACTIONS, **_ACCOUNT_ACTIONS} if venue else _ORDER_ACTIONS
         self.raw_order_ids: dict[int, str] = {}  # seq -> order_id text, when invalid
         self.rows = 0
 
@@ -60,7 +75,7 @@ class CommandCsvDecoder:
             return 0
         iid = self.instrument_ids.get(symbol)
         if iid is None:
-            if len(self.instrument_ids) >= self.max_instruments:
+            if self.fixed or len(self.instrument_ids) >= self.max_instruments:
                 return self.max_instruments + 1
             iid = self.instrument_ids[symbol] = len(self.instrument_ids) + 1
             self.symbols[iid] = symbol
@@ -79,9 +94,14 @@ class CommandCsvDecoder:
                 f += [""] * (10 - len(f))
             self.rows += 1
             seq = self.rows
+            action = self.actions.get(f[0], Action.NONE)
             order_id = parse_positive_int(f[1])
-            if order_id == 0:
+            if order_id == 0 and action < Action.DEPOSIT:
                 self.raw_order_ids[seq] = f[1]
+            if action in _ASSET_ACTIONS:
+                instrument = self.asset_ids.get(f[3], 0)
+            else:
+                instrument = self.instrument_id(f[3])
             out.append(
                 (
                     seq,
@@ -90,9 +110,9 @@ class CommandCsvDecoder:
                     parse_positive_int(f[2]),
                     parse_positive_int(f[7]),
                     parse_positive_int(f[8]),
-                    self.instrument_id(f[3]),
+                    instrument,
                     0,
-                    _ACTIONS.get(f[0], Action.NONE),
+                    action,
                     _SIDES.get(f[4], Side.NONE),
                     _TYPES.get(f[5], OrdType.NONE),
                     _TIFS.get(f[6], Tif.NONE),
