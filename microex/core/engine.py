@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from microex.core.config import EngineConfig
-from microex.core.idmap import id_map_new, id_rehash
+from microex.core.idmap import id_map_full, id_map_grown, id_map_new
 from microex.core.matching import EVENTS_SLACK, process_batch
 from microex.core.records import COMMAND, EVENT
 from microex.core.state import H_LIVE_ORDERS, L_COUNT, L_PRICE, L_QTY, allocate_state, views
@@ -32,7 +32,8 @@ class MatchingEngine:
         self.state = allocate_state(self.config)
         if venue is not None:
             venue.write_into(self.state)
-        self.ids = id_map_new(self.config.id_capacity)
+        m = self.config.id_hash_multiplier
+        self.ids = id_map_new(self.config.id_capacity, (m | 1) if m else None)
         self.events = np.zeros(self.config.event_capacity, dtype=EVENT)
         self._kernel = process_batch
 
@@ -44,8 +45,8 @@ class MatchingEngine:
         """
         probe = np.zeros(1, dtype=COMMAND)
         process_batch(self.state, self.ids, probe, 0, 0, self.events)
-        sigs = process_batch.signatures
-        if sigs:  # absent under NUMBA_DISABLE_JIT
+        sigs = getattr(process_batch, "signatures", None)
+        if sigs:  # a plain function under NUMBA_DISABLE_JIT
             self._kernel = process_batch.overloads[sigs[0]].entry_point
 
     @property
@@ -82,16 +83,19 @@ class MatchingEngine:
     def process(self, cmds: np.ndarray) -> np.ndarray:
         """Run every command; return all their events (a copy)."""
         chunks: list[np.ndarray] = []
-        self.run(cmds, lambda ev: chunks.append(ev.copy()))
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=EVENT)
+        total = self.run(cmds, lambda ev: chunks.append(ev.copy()))
+        out = np.zeros(total, dtype=EVENT)  # not concatenate/empty: padding bytes must be zero
+        pos = 0
+        for chunk in chunks:
+            out[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        return out
 
     def _make_room(self, stalled: bool) -> None:
         """The kernel stopped early: grow the id map, or the event buffer if even
         an empty one could not take the next command's events."""
-        if int(self.ids[0]) * 2 >= (len(self.ids) - 2) // 2:
-            bigger = id_map_new(2 * ((len(self.ids) - 2) // 2))
-            id_rehash(self.ids, bigger)
-            self.ids = bigger
+        if id_map_full(self.ids):
+            self.ids = id_map_grown(self.ids)
         need = 2 * self.live_orders + EVENTS_SLACK
         if stalled and need > len(self.events):
             self.events = np.zeros(2 * need, dtype=EVENT)

@@ -36,7 +36,7 @@ from microex.core.accounts import on_account_command
 from microex.core.borrow import borrow
 from microex.core.events import emit, emit_level, emit_reject
 from microex.core.idmap import ID_HEADER, id_find
-from microex.core.records import Action, EventKind, Flag, OrdType, Reason, Side, Tif
+from microex.core.records import MAX_QTY_LOTS, Action, EventKind, Flag, OrdType, Reason, Side, Tif
 from microex.core.risk import (
     R_FUNDS,
     R_OPEN_ORDERS,
@@ -237,7 +237,7 @@ def on_new(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
         return emit_reject(events, ne, seq, ts, oid, R_INVALID_COMMAND)
     if inst > state[H_MAX_INSTRUMENTS]:
         return emit_reject(events, ne, seq, ts, oid, R_UNKNOWN_INSTRUMENT)
-    if qty <= 0:
+    if qty <= 0 or qty > MAX_QTY_LOTS:
         return emit_reject(events, ne, seq, ts, oid, R_INVALID_QTY)
     if not market and price <= 0:
         return emit_reject(events, ne, seq, ts, oid, R_INVALID_PRICE)
@@ -361,7 +361,7 @@ def on_modify(state, orders, levels, keys, lidx, counts, ids, cmd, events, ne):
     qty = int(cmd["qty_lots"])
     if price <= 0:
         return emit_reject(events, ne, seq, ts, oid, R_INVALID_PRICE)
-    if qty <= 0:
+    if qty <= 0 or qty > MAX_QTY_LOTS:
         return emit_reject(events, ne, seq, ts, oid, R_INVALID_QTY)
     max_levels = state[H_MAX_LEVELS]
     ob = slot * ORDER_STRIDE

@@ -103,6 +103,11 @@ class Reason(IntEnum):
     UNKNOWN_ACCOUNT = 38
 
 
+# Largest qty (lots) of one order or modify: with at most 2**22 orders a level
+# total, a sweep's running sum and a hold stay far inside int64.
+MAX_QTY_LOTS = 1 << 40
+
+
 def _dtype(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:
     return np.dtype(
         {

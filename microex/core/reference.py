@@ -16,6 +16,7 @@ import numpy as np
 from microex.core.config import EngineConfig
 from microex.core.reference_risk import ReferenceRisk
 from microex.core.records import (
+    MAX_QTY_LOTS,
     EVENT,
     Action,
     EventKind,
@@ -184,7 +185,7 @@ class ReferenceMatcher:
             return Reason.INVALID_COMMAND
         if inst > self.config.max_instruments:
             return Reason.UNKNOWN_INSTRUMENT
-        if cmd.qty_lots <= 0:
+        if not 0 < cmd.qty_lots <= MAX_QTY_LOTS:
             return Reason.INVALID_QTY
         price = cmd.price_ticks
         if otype == OrdType.LIMIT and price <= 0:
@@ -415,7 +416,7 @@ class ReferenceMatcher:
         if price <= 0:
             self._reject(order.order_id, Reason.INVALID_PRICE)
             return
-        if qty <= 0:
+        if not 0 < qty <= MAX_QTY_LOTS:
             self._reject(order.order_id, Reason.INVALID_QTY)
             return
         book = self._side(order.instrument, order.side)

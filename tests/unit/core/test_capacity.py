@@ -11,6 +11,7 @@ import pytest
 
 from microex.core.config import EngineConfig
 from microex.core.engine import MatchingEngine
+from microex.core.idmap import ID_HEADER
 from microex.core.invariants import check_book_invariants
 from microex.core.reference import ReferenceMatcher
 from microex.protocol.conformance_csv import CommandCsvDecoder, EventCsvEncoder
@@ -235,7 +236,7 @@ def test_id_map_doubles_and_keeps_every_id() -> None:
     engine, ref = MatchingEngine(config), ReferenceMatcher(config)
     assert engine.process(cmds).tolist() == ref.process(cmds).tolist()
     check_book_invariants(engine)
-    assert engine.live_orders == 150 and len(engine.ids) >= 2 + 2 * 512  # doubled until less than half full
+    assert engine.live_orders == 150 and len(engine.ids) >= ID_HEADER + 2 * 512  # doubled until less than half full
     assert int(engine.ids[0]) == 150
     again = commands([(1, oid, 1, 1, 1, 1, 1, 1, 1, 0) for oid in ids[::7]] + [(2, oid) for oid in reversed(ids)])
     got = engine.process(again)
@@ -245,11 +246,11 @@ def test_id_map_doubles_and_keeps_every_id() -> None:
     check_book_invariants(engine)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: id_capacity=1 makes MatchingEngine.run loop forever")
-def test_smallest_id_capacity_makes_progress() -> None:
-    """EngineConfig accepts id_capacity=1, but then the kernel's id limit is (1 >> 1) = 0, so it stops
-    before every command, and _make_room never grows the map (0 * 2 >= 1 is false): run() spins."""
-    engine = MatchingEngine(EngineConfig(id_capacity=1))
+def test_smallest_id_map_makes_progress() -> None:
+    """id_capacity 2 takes one id, then doubles between kernel calls; 1 is refused."""
+    with pytest.raises(ValueError):
+        EngineConfig(id_capacity=1)
+    engine = MatchingEngine(EngineConfig(id_capacity=2))
     calls = 0
     kernel_call = engine.call
 
@@ -260,5 +261,6 @@ def test_smallest_id_capacity_makes_progress() -> None:
         return kernel_call(cmds, start, count)
 
     engine.call = guarded
-    got = engine.process(commands([(1, 1, 1, 1, 1, 1, 1, 100, 1, 0)]))
-    assert got["kind"].tolist() == [1, 6]
+    got = engine.process(commands([(1, oid, 1, 1, 1, 1, 1, 100, 1, 0) for oid in range(1, 6)]))
+    assert got["kind"].tolist() == [1, 6] * 5
+    assert int(engine.ids[0]) == 5 and len(engine.ids) >= ID_HEADER + 2 * 16

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from microex.core.config import EngineConfig
 from microex.core.engine import MatchingEngine
 from microex.core.invariants import check_book_invariants
-from microex.core.records import EVENT
+from microex.core.idmap import ID_HEADER, id_map_full
+from microex.core.records import EVENT, MAX_QTY_LOTS
 from microex.core.reference import ReferenceMatcher
 
 from ._helpers import command_dict, commands, engine_book, event_dict, reference_book
@@ -190,7 +191,7 @@ def run_differential(sc: Scenario) -> tuple[MatchingEngine, list]:
         processed, n_events = kernel_call(cmds, start, count)
         assert n_events <= len(engine.events), f"kernel wrote {n_events} events into a buffer of {len(engine.events)}"
         assert processed == count or n_events + 2 * engine.live_orders + 8 > len(engine.events) or (
-            int(engine.ids[0]) * 2 >= (len(engine.ids) - 2) // 2
+            id_map_full(engine.ids)
         ), "the kernel stopped early without a full buffer or id map"
         return processed, n_events
 
@@ -277,53 +278,50 @@ def test_long_random_stream_matches_reference(seed: int) -> None:
     assert engine_book(engine) == reference_book(ref)
     kinds = {ev[EVENT.names.index("kind")] for ev in got}
     assert kinds >= {1, 2, 3, 4, 5, 6}, "the stream should produce every event kind"
-    assert len(engine.ids) > 2 + 2 * 2, "the id map should have grown"
+    assert len(engine.ids) > ID_HEADER + 2 * 2, "the id map should have grown"
 
 
-# ------------------------------------------------------------------ known bugs
-# Minimal reproducers, marked xfail(strict): each fails today; when the bug is
-# fixed the test passes, strict turns that into a failure, and the marker goes.
+# ------------------------------------------------------------ int64 limits
+# A qty above MAX_QTY_LOTS (2**40) is invalid_qty, and max_orders is at most
+# 2**22, so level totals, sweep sums and holds never leave int64.
 
-BIG = 1 << 62  # two of these are 2**63: one more than int64 holds
+BIG = MAX_QTY_LOTS
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: fillable() sums lots in int64 and wraps")
-def test_fok_fillable_beyond_int64() -> None:
-    """Two asks of 2**62 lots; a FOK for 2**63-1 can fill (2**63 available), but the engine's
-    running total wraps negative and it cancels the FOK. The reference trades."""
+def test_qty_above_the_limit_is_invalid_in_both_engines() -> None:
+    cmds = commands(
+        [
+            (NEW, 1, 1, 1, SELL, LIMIT, GTC, 100, BIG + 1, 0),
+            (NEW, 2, 1, 1, SELL, LIMIT, GTC, 100, (1 << 62), 0),
+            (NEW, 3, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),
+            (3, 3, 0, 0, 0, 0, 0, 100, BIG + 1, 0),  # modify above the limit
+        ]
+    )
+    config = EngineConfig(max_instruments=1)
+    got = MatchingEngine(config).process(cmds)
+    assert got.tolist() == ReferenceMatcher(config).process(cmds).tolist()
+    rejects = got[got["kind"] == 2]
+    assert rejects["order_id"].tolist() == [1, 2, 3] and set(rejects["reason"].tolist()) == {4}
+
+
+def test_largest_orders_sum_without_overflow() -> None:
+    """Two asks of 2**40 lots at one price and one above: a FOK for all of it fills."""
     cmds = commands(
         [
             (NEW, 1, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),
-            (NEW, 2, 1, 1, SELL, LIMIT, GTC, 101, BIG, 0),
-            (NEW, 3, 2, 1, BUY, LIMIT, FOK, 101, (1 << 63) - 1, 0),
+            (NEW, 2, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),
+            (NEW, 3, 1, 1, SELL, LIMIT, GTC, 101, BIG, 0),
+            (NEW, 4, 2, 1, BUY, LIMIT, FOK, 101, BIG, 0),
         ]
     )
-    got = MatchingEngine(EngineConfig(max_instruments=1)).process(cmds).tolist()
-    want = ReferenceMatcher(EngineConfig(max_instruments=1)).process(cmds).tolist()
-    assert_same_events(got, want, cmds, EngineConfig(max_instruments=1))
+    config = EngineConfig(max_instruments=1)
+    got = MatchingEngine(config).process(cmds)
+    assert got.tolist() == ReferenceMatcher(config).process(cmds).tolist()
+    levels = got[got["kind"] == 6]
+    assert levels["qty_lots"].tolist()[:2] == [BIG, 2 * BIG]
+    assert (got["kind"] == 3).sum() == 1 and got[got["kind"] == 3]["qty_lots"].tolist() == [BIG]
 
 
-LEVEL_OVERFLOW = [
-    (NEW, 1, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),
-    (NEW, 2, 1, 1, SELL, LIMIT, GTC, 100, BIG, 0),  # the level now holds 2**63 lots
-    (NEW, 3, 2, 1, BUY, LIMIT, FOK, 100, 1, 0),
-]
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: a level's L_QTY wraps past int64")
-def test_engine_level_total_beyond_int64() -> None:
-    events = MatchingEngine(EngineConfig(max_instruments=1)).process(commands(LEVEL_OVERFLOW))
-    assert (events["qty_lots"] >= 0).all(), "a level event reports a negative level total"
-    assert (events["kind"] == 3).any(), "a FOK for 1 lot against 2**63 resting lots must trade"
-
-
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="BUG: the reference's level total does not fit an EVENT")
-def test_reference_level_total_beyond_int64() -> None:
-    events = ReferenceMatcher(EngineConfig(max_instruments=1)).process(commands(LEVEL_OVERFLOW))
-    assert (events["kind"] == 3).any()
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: process() concatenates into a 92-byte dtype")
 def test_process_returns_event_records() -> None:
     """process() must return EVENT records (96 bytes, the journal/wire layout); np.concatenate
     drops the dtype's trailing padding, so the engine's records are 92 bytes."""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from microex.core.config import EngineConfig
 from microex.core.engine import MatchingEngine
 from microex.core.invariants import check_book_invariants
-from microex.core.records import EventKind
+from microex.core.records import MAX_QTY_LOTS, EventKind
 from microex.core.reference import ReferenceMatcher
 from microex.protocol.conformance_csv import CommandCsvDecoder, EventCsvEncoder, parse_positive_int
 
@@ -61,21 +61,24 @@ def test_invalid_order_id_is_echoed_as_written(action: str, order_id: str) -> No
 
 
 def test_largest_int64_is_a_valid_number_and_one_more_is_not() -> None:
-    big, too_big = str(INT64_MAX), str(INT64_MAX + 1)
+    """Ids, accounts and prices go up to 2**63-1; a qty up to MAX_QTY_LOTS (2**40)."""
+    big, too_big, lots = str(INT64_MAX), str(INT64_MAX + 1), str(MAX_QTY_LOTS)
     assert run(
-        f"new,{big},{big},XYZ,sell,limit,gtc,{big},{big},\n"
+        f"new,{big},{big},XYZ,sell,limit,gtc,{big},{lots},\n"
         f"new,1,1,XYZ,buy,limit,gtc,{big},1,\n"
         f"new,2,{too_big},XYZ,buy,limit,gtc,100,1,\n"
         f"new,3,1,XYZ,buy,limit,gtc,{too_big},1,\n"
         f"new,4,1,XYZ,buy,limit,gtc,100,{too_big},\n"
-        f"modify,{big},,,,,,100,{too_big},"
+        f"modify,{big},,,,,,100,{too_big},\n"
+        f"modify,{big},,,,,,100,{MAX_QTY_LOTS + 1},"
     ) == [
-        f"accepted,{big},XYZ,sell,{big},{big},{big},,",
+        f"accepted,{big},XYZ,sell,{big},{lots},{lots},,",
         "accepted,1,XYZ,buy,9223372036854775807,1,1,,",
         f"trade,1,XYZ,buy,{big},1,0,{big},",
         "rejected,2,,,,,,,invalid_command",
         "rejected,3,,,,,,,invalid_price",
         "rejected,4,,,,,,,invalid_qty",
+        f"rejected,{big},,,,,,,invalid_qty",
         f"rejected,{big},,,,,,,invalid_qty",
     ]
 
