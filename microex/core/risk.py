@@ -78,6 +78,8 @@ R_INVALID_PRICE = int(Reason.INVALID_PRICE)
 @njit(cache=True, inline="always")
 def mul_capped(a, b):
     """a * b for a, b >= 0, or -1 if it exceeds CAP."""
+    if (a | b) < (1 << 30):  # the usual case, without a division
+        return a * b
     if a == 0 or b == 0:
         return 0
     if a > CAP // b:
@@ -214,15 +216,18 @@ def settle(state, inst, side, tacc, tunit, macc, munit, price, qty):
     notional = price * qty * state[ib + I_TICK]
     fee_b = fee(notional, bbps)
     fee_s = fee(notional, sbps)
-    quote = state[ib + I_QUOTE]
-    base = state[ib + I_BASE]
+    off = state[H_OFF_BALANCES]
+    stride = state[H_MAX_ASSETS] * 2
+    quote = state[ib + I_QUOTE] * 2
+    base = state[ib + I_BASE] * 2
+    bb = off + buyer * stride
+    sb = off + seller * stride
     lots_base = qty * state[ib + I_LOT]
     released = qty * bunit
-    b = balance_at(state, buyer, quote)
-    state[b + 1] -= released
-    state[b] += released - notional - fee_b
-    state[balance_at(state, buyer, base)] += lots_base
-    state[balance_at(state, seller, base) + 1] -= lots_base
-    state[balance_at(state, seller, quote)] += notional - fee_s
-    state[balance_at(state, 0, quote)] += fee_b + fee_s
+    state[bb + quote + 1] -= released  # buyer: quote hold -> paid, the rest available
+    state[bb + quote] += released - notional - fee_b
+    state[bb + base] += lots_base
+    state[sb + base + 1] -= lots_base  # seller: base hold -> delivered
+    state[sb + quote] += notional - fee_s
+    state[off + quote] += fee_b + fee_s  # account 0
     state[ib + I_REF_PRICE] = price
