@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from microex.perf.results import _fmt_ns, _fmt_rate
+from microex.perf.results import _fmt_ns, _fmt_rate, fmt_ratio
 
 PLOT_NAME = "benchmarks.png"
 
@@ -35,7 +35,7 @@ def _row_md(row: dict) -> str:
     mean = row.get("mean_ns", row.get("ns_per_op"))
     extra = ""
     if "ratio" in row:
-        extra = f"{row['ratio']:.0f}x {row['ratio_vs']}"
+        extra = f"{fmt_ratio(row['ratio'])} vs {row['ratio_vs']}"
     elif "wall_s" in row:
         extra = f"{row['wall_s']:.2f} s wall"
     cells = [row["name"], _fmt_rate(row.get("ops_per_s")), _fmt_ns(mean)] + [

@@ -38,6 +38,10 @@ def write_results(rows: list[dict], path: str | None, suite: str) -> Path:
     return out
 
 
+def fmt_ratio(v: float) -> str:
+    return f"{v:.2f}x" if v < 10 else f"{v:.0f}x"
+
+
 def _fmt_rate(v) -> str:
     if v is None:
         return ""
@@ -56,7 +60,7 @@ def print_rows(rows: list[dict], console: Console | None = None) -> None:
         table.add_column(col, justify="left" if col == "benchmark" else "right")
     for r in rows:
         mean = r.get("mean_ns", r.get("ns_per_op"))
-        ratio = f"{r['ratio']:.1f}x vs {r['ratio_vs']}" if "ratio" in r else ""
+        ratio = f"{fmt_ratio(r['ratio'])} vs {r['ratio_vs']}" if "ratio" in r else ""
         if "wall_s" in r:
             ratio = f"{r['wall_s']:.2f} s wall"
         table.add_row(
