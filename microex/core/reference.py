@@ -170,7 +170,9 @@ class ReferenceMatcher:
                     self._reject(0, reason)
             else:
                 self._reject(cmd.order_id, Reason.INVALID_COMMAND)
-        return np.array(self._out, dtype=EVENT)
+        out = np.zeros(len(self._out), dtype=EVENT)  # zeroed: the record's padding bytes too
+        out[:] = self._out
+        return out
 
     # --------------------------------------------------------------------- new
     def _validate_new(self, cmd: _Command) -> Reason:
