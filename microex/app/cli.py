@@ -29,6 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--positions-out", help="write final positions as CSV (average cost, realized PnL)")
     _capacity_args(m)
 
+    i = sub.add_parser("ingest", help="a conformance CSV through the real pipeline (rings, journal, engine process)")
+    i.add_argument("--data", required=True, help="data directory (journal, snapshots)")
+    i.add_argument("--input", required=True, help="command CSV file")
+    i.add_argument("--fsync", default="batch", help="none | batch | interval:N (ms)")
+    i.add_argument("--config", help="venue TOML (risk mode), as for `microex match`")
+    i.add_argument("--quiet", action="store_true", help="no progress bar")
+    _capacity_args(i)
+
+    rp = sub.add_parser("replay", help="replay the journal from an empty state: `commands N digest HEX`")
+    rp.add_argument("--data", required=True)
+    rp.add_argument("--events-out", help="write the regenerated events (conformance events CSV)")
+    rc = sub.add_parser("recover", help="newest snapshot + journal tail: `commands N digest HEX`")
+    rc.add_argument("--data", required=True)
+
     r = sub.add_parser("run", help="demo: generate an order stream, run it, print the book and trades")
     r.add_argument("--commands", type=int, default=1_000_000)
     r.add_argument("--seed", type=int, default=1)
@@ -58,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         from microex.app.match import main as match_main
 
         return match_main(args)
+    if args.command == "ingest":
+        from microex.app.ingest import main as ingest_main
+
+        return ingest_main(args)
+    if args.command in ("replay", "recover"):
+        from microex.app.journal_cmds import main as journal_main
+
+        return journal_main(args)
     if args.command == "run":
         from microex.app.demo import main as demo_main
 

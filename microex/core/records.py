@@ -67,6 +67,7 @@ class EventKind(IntEnum):
     CANCELLED = 4
     MODIFIED = 5
     LEVEL = 6  # L2: a price level's new total qty and order count
+    BATCH = 7  # end of a batch (engine process): seq = its last command, qty = its size
 
 
 class Reason(IntEnum):
