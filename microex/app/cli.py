@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--seed", type=int, default=1)
     bc.add_argument("--input", help="also time a conformance-format CSV stream")
     bc.add_argument("--no-startup", action="store_true", help="skip the `microex match` start-up timing")
+    from microex.perf import journal_bench, pipeline_bench, ring_bench
+
+    ring_bench.add_arguments(bsub.add_parser("ring", help="ring.transfer and ring.pingpong vs multiprocessing"))
+    journal_bench.add_arguments(bsub.add_parser("journal", help="journal.append per fsync policy, journal.replay"))
+    pipeline_bench.add_arguments(bsub.add_parser("pipeline", help="pipeline.throughput per fsync policy"))
     br = bsub.add_parser("report", help="docs/BENCHMARKS.md and a plot from bench/results/*.json")
     br.add_argument("--results", default="bench/results")
     br.add_argument("--out", default="docs/BENCHMARKS.md")
@@ -88,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from microex.perf.core_bench import main as bench_main
 
         return bench_main(args)
+    if args.command == "bench" and args.suite in ("ring", "journal", "pipeline"):
+        import importlib
+
+        return importlib.import_module(f"microex.perf.{args.suite}_bench").main(args)
     if args.command == "bench" and args.suite == "report":
         from microex.perf.report import main as report_main
 

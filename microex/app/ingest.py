@@ -11,37 +11,34 @@ Then the engine is stopped cleanly (it takes a snapshot) and the command prints
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from microex.core.config import EngineConfig
-from microex.core.records import COMMAND, EVENT, EventKind
+from microex.core.records import COMMAND
 from microex.core.venue import VenueConfig
 from microex.pipeline.datadir import DataDir
 from microex.pipeline.edge_log import EdgeLog
-from microex.pipeline.engine_process import EngineSettings, engine_main
+from microex.pipeline.local import LocalPipeline
 from microex.pipeline.ring import RingBuffer
-from microex.protocol.conformance_csv import CommandCsvDecoder
 
-INBOUND_SLOTS = 1 << 16
-OUTBOUND_SLOTS = 1 << 18
 CHUNK_ROWS = 4096
 
 
 def produce(csv_path: str, ring_name: str, data: str, max_instruments: int, venue_data: dict | None,
-            total) -> None:
-    """Producer process: decode the CSV in chunks and feed the inbound ring."""
+            first_seq: int, total) -> None:
+    """Producer process: decode the CSV in chunks and feed the inbound ring. Its rows
+    get seqs from first_seq on (the engine's own, with one producer), so the edge log
+    (symbols and raw order ids, shared with earlier runs) stays keyed right."""
     venue = VenueConfig.from_dict(venue_data) if venue_data else None
     ring = RingBuffer.attach(ring_name, COMMAND)  # the engine is attached already (see ingest)
-    decoder = CommandCsvDecoder(max_instruments, venue)
     edge = EdgeLog(DataDir(data).edge)
-    known = (0, 0)
+    decoder = edge.decoder(max_instruments, venue)
+    decoder.rows = first_seq - 1
+    known = (len(decoder.symbols), len(decoder.raw_order_ids))
     with open(csv_path, encoding="utf-8", newline="\n") as f:
         next(f, None)  # header
         chunk: list[str] = []
@@ -69,56 +66,27 @@ def ingest(data: str, csv_path: str, fsync: str, config: EngineConfig, venue_dat
     d = DataDir(data)
     d.create(config, venue_data)
     config, venue, venue_data = d.load()
-    ctx = mp.get_context("spawn")
-    tag = f"mx{os.getpid()}x{time.monotonic_ns() % 1_000_000}"
-    inbound = RingBuffer.create(f"{tag}in", COMMAND, INBOUND_SLOTS, 1)
-    outbound = RingBuffer.create(f"{tag}out", EVENT, OUTBOUND_SLOTS, 1)
-    events = outbound.consumer(0)
-    total = ctx.Value("q", -1)
-    settings = EngineSettings(data=str(d.root), inbound=[inbound.name], outbound=outbound.name, fsync=fsync,
-                              batch=batch)
-    engine = ctx.Process(target=engine_main, args=(settings,), name="microex-engine")
-    producer = ctx.Process(target=produce, args=(csv_path, inbound.name, str(d.root), config.max_instruments,
-                                                 venue_data, total), name="microex-producer")
-    engine.start()
-    done = 0
     rows = _count_rows(csv_path)
-    try:
-        # the engine attaches to the inbound ring once it has recovered (and compiled, the
-        # first time): only then may the producer publish, or the engine would miss records
-        while not inbound.attached_consumers():
-            if not engine.is_alive():
-                raise RuntimeError(f"the engine process failed to start (exit code {engine.exitcode})")
-            time.sleep(0.005)
+    total = mp.get_context("spawn").Value("q", -1)
+    with LocalPipeline(str(d.root), fsync=fsync, batch=batch) as pipe:
+        start = pipe.start_seq
+        producer = mp.get_context("spawn").Process(
+            target=produce, args=(csv_path, pipe.inbound_name, str(d.root), config.max_instruments, venue_data,
+                                  start + 1, total), name="microex-producer")
         producer.start()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True), disable=not show_progress, transient=True) as progress:
-            task = progress.add_task("ingesting", total=rows)
-            while True:
-                a, b = events.read(timeout=0.1)
-                for part in (a, b):
-                    if len(part):
-                        marks = part["seq"][part["kind"] == EventKind.BATCH]
-                        if len(marks):
-                            done = int(marks[-1])
-                            progress.update(task, completed=done)
-                events.commit()
-                if total.value >= 0 and done >= total.value:
-                    break
-                if not engine.is_alive():
-                    raise RuntimeError(f"the engine process died (exit code {engine.exitcode}) at command {done}")
-                if not producer.is_alive() and producer.exitcode not in (0, None):
-                    raise RuntimeError(f"the producer process failed (exit code {producer.exitcode})")
-    finally:
-        producer.join(timeout=10)
-        if engine.is_alive():
-            engine.terminate()  # SIGTERM: the engine finishes its batch and takes a snapshot
-        engine.join(timeout=60)
-        events.close()
-        for ring in (inbound, outbound):
-            ring.close()
-            ring.unlink()
-    return done
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=Console(stderr=True), disable=not show_progress, transient=True) as progress:
+                task = progress.add_task("ingesting", total=start + rows, completed=start)
+                while total.value < 0 or pipe.published < total.value:
+                    pipe.drain(wait=0.1)
+                    progress.update(task, completed=pipe.published)
+                    if not producer.is_alive() and producer.exitcode not in (0, None):
+                        raise RuntimeError(f"the producer process failed (exit code {producer.exitcode})")
+                    pipe.check_alive()
+        finally:
+            producer.join(timeout=10)
+        return pipe.published
 
 
 def _count_rows(path: str) -> int:

@@ -9,7 +9,8 @@ How it works (one loop in one process: the single writer of the trading state):
    before step 4 (group commit: one fdatasync per batch, not per command).
 4. Core: run the kernel over the batch; its events are copied into the
    outbound ring, followed by one BATCH event (seq = the batch's last command)
-   that tells consumers which commands are done, events or not.
+   that tells consumers which commands are done, events or not. At start-up,
+   once recovered, it publishes a BATCH of 0 commands at its last seq.
 5. Commit the inbound rings (producers may reuse those slots).
 Invariant: no event is published before its command is journaled, so after a
 kill -9 the journal holds every command whose events anyone saw; recovery
@@ -87,6 +88,8 @@ class EngineLoop:
         cmds = np.zeros(s.batch, dtype=COMMAND)
         marker = np.zeros(1, dtype=EVENT)
         marker["kind"] = EventKind.BATCH
+        marker["seq"] = last_seq  # "ready at seq N": a BATCH of no commands
+        out.write(marker)
         since_snapshot = 0
         gc.collect()
         gc.freeze()  # everything built so far is permanent: the loop allocates no Python objects per event

@@ -1,0 +1,107 @@
+"""LocalPipeline: an engine process and its rings on this machine, wired in one place.
+
+    inbound ring (COMMAND)  ->  engine process  ->  outbound ring (EVENT)
+
+The caller is the producer (or hands `inbound_name` to producer processes) and
+the outbound ring's one consumer. Start-up order matters and lives here: the
+rings exist and the outbound consumer is attached before the engine starts;
+producers may publish only once the engine is attached to the inbound ring
+(records published before would be skipped); the engine's first BATCH event
+(0 commands) gives the seq it recovered to.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import numpy as np
+
+from microex.core.records import COMMAND, EVENT, EventKind
+from microex.pipeline.engine_process import EngineSettings, engine_main
+from microex.pipeline.ring import RingBuffer
+
+INBOUND_SLOTS = 1 << 16
+OUTBOUND_SLOTS = 1 << 18
+
+
+class LocalPipeline:
+    def __init__(self, data: str, fsync: str = "batch", batch: int = 4096, snapshot_every: int = 0,
+                 inbound_slots: int = INBOUND_SLOTS, outbound_slots: int = OUTBOUND_SLOTS,
+                 start_timeout: float = 300.0) -> None:
+        tag = f"mx{os.getpid()}x{time.monotonic_ns() % 10**9}"
+        self.inbound = RingBuffer.create(f"{tag}i", COMMAND, inbound_slots, 1)
+        self.outbound = RingBuffer.create(f"{tag}o", EVENT, outbound_slots, 1)
+        self.events = self.outbound.consumer(0)
+        settings = EngineSettings(data=data, inbound=[self.inbound.name], outbound=self.outbound.name,
+                                  fsync=fsync, batch=batch, snapshot_every=snapshot_every)
+        self.proc = mp.get_context("spawn").Process(target=engine_main, args=(settings,), daemon=True,
+                                                    name="microex-engine")
+        self.proc.start()
+        self.published = -1  # last seq whose BATCH event was seen
+        deadline = time.monotonic() + start_timeout  # the first start may compile the kernel
+        while self.published < 0:
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the engine process did not start")
+            self.drain(wait=0.05)
+        self.start_seq = self.published
+
+    @property
+    def inbound_name(self) -> str:
+        return self.inbound.name
+
+    def check_alive(self) -> None:
+        if not self.proc.is_alive():
+            raise RuntimeError(f"the engine process died (exit code {self.proc.exitcode}) at seq {self.published}")
+
+    def drain(self, wait: float = 0.0, on_events=None) -> int:
+        """Consume what the engine published; returns the last completed seq."""
+        a, b = self.events.read(timeout=wait) if wait else self.events.poll()
+        for part in (a, b):
+            if len(part):
+                if on_events is not None:
+                    on_events(part)
+                marks = part["seq"][part["kind"] == EventKind.BATCH]
+                if len(marks):
+                    self.published = int(marks[-1])
+        self.events.commit()
+        return self.published
+
+    def feed(self, cmds: np.ndarray, chunk: int = 4096, on_events=None) -> None:
+        """Write commands (as their producer), draining events as it goes."""
+        for i in range(0, len(cmds), chunk):
+            self.inbound.write(cmds[i : i + chunk], timeout=60)
+            self.drain(on_events=on_events)
+
+    def wait_for(self, seq: int, timeout: float = 120.0, on_events=None) -> None:
+        deadline = time.monotonic() + timeout
+        while self.published < seq:
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the engine is at {self.published}, waiting for {seq}")
+            self.drain(wait=0.01, on_events=on_events)
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.join(timeout=30)
+
+    def close(self) -> None:
+        """Clean stop (the engine snapshots), then remove the rings."""
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(timeout=120)
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.events.close()
+        for ring in (self.inbound, self.outbound):
+            ring.close()
+            ring.unlink()
+
+    def __enter__(self) -> LocalPipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
