@@ -62,7 +62,7 @@ def _send(decoder, edge, known, chunk, ring):
 
 
 def ingest(data: str, csv_path: str, fsync: str, config: EngineConfig, venue_data: dict | None,
-           show_progress: bool = True, batch: int = 4096) -> int:
+           show_progress: bool = True, batch: int = 16384) -> int:
     d = DataDir(data)
     d.create(config, venue_data)
     config, venue, venue_data = d.load()

@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--commands", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4096, help="engine batch (commands per journal frame)")
+    p.add_argument("--batch", type=int, default=16384, help="engine batch: most commands per journal frame")
 
 
 def _one_run(w, policy: str, batch: int) -> float:

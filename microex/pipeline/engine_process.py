@@ -51,7 +51,7 @@ class EngineSettings:
     inbound: list[str]  # shared-memory names of the inbound COMMAND rings
     outbound: str  # shared-memory name of the outbound EVENT ring
     fsync: str = "batch"
-    batch: int = 4096
+    batch: int = 16384
     snapshot_every: int = 0
     cpu: int | None = None
     stats: dict = field(default_factory=dict)

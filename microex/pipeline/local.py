@@ -28,7 +28,7 @@ OUTBOUND_SLOTS = 1 << 18
 
 
 class LocalPipeline:
-    def __init__(self, data: str, fsync: str = "batch", batch: int = 4096, snapshot_every: int = 0,
+    def __init__(self, data: str, fsync: str = "batch", batch: int = 16384, snapshot_every: int = 0,
                  inbound_slots: int = INBOUND_SLOTS, outbound_slots: int = OUTBOUND_SLOTS,
                  start_timeout: float = 300.0) -> None:
         tag = f"mx{os.getpid()}x{time.monotonic_ns() % 10**9}"
