@@ -23,6 +23,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/microex bench core
+	$(BIN)/microex bench ring
+	$(BIN)/microex bench journal
+	$(BIN)/microex bench pipeline
 	$(BIN)/microex bench report
 
 bench-report: $(STAMP)
