@@ -10,6 +10,7 @@ real disk. Median of --runs runs, each on a fresh data directory.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -25,6 +26,11 @@ from microex.pipeline.datadir import DataDir
 from microex.pipeline.local import LocalPipeline
 
 POLICIES = ("none", "batch", "interval:5")
+# tuning knobs, each measured with fsync=batch: (row suffix, LocalPipeline options, what it is)
+KNOBS = (
+    ("pinned", {"cpu": 1}, "engine pinned to core 1 (os.sched_setaffinity), this process to core 0"),
+    ("gc_unfrozen", {"gc_freeze": False}, "engine without gc.freeze() after start-up"),
+)
 
 
 def add_arguments(p) -> None:
@@ -34,12 +40,15 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=16384, help="engine batch: most commands per journal frame")
 
 
-def _one_run(w, policy: str, batch: int) -> float:
+def _one_run(w, policy: str, batch: int, **knobs) -> float:
     root = Path(tempfile.mkdtemp(prefix="mx-pipe-", dir=Path.home()))
+    mine = os.sched_getaffinity(0)
     try:
         data = DataDir(root / "data")
         data.create(w.config(), None)
-        with LocalPipeline(str(data.root), fsync=policy, batch=batch) as pipe:
+        if "cpu" in knobs:
+            os.sched_setaffinity(0, {0})
+        with LocalPipeline(str(data.root), fsync=policy, batch=batch, **knobs) as pipe:
             pipe.feed(w.setup)
             pipe.wait_for(len(w.setup))
             t0 = time.perf_counter()
@@ -47,6 +56,7 @@ def _one_run(w, policy: str, batch: int) -> float:
             pipe.wait_for(len(w.setup) + len(w.cmds))
             return time.perf_counter() - t0
     finally:
+        os.sched_setaffinity(0, mine)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -56,11 +66,15 @@ def main(args) -> int:
         w = match_mix(args.commands)
     rows = []
     with Progress(console=console) as progress:
-        task = progress.add_task("pipeline runs", total=len(POLICIES) * args.runs)
+        task = progress.add_task("pipeline runs", total=(len(POLICIES) + len(KNOBS)) * args.runs)
         times: dict[str, list[float]] = {p: [] for p in POLICIES}
+        knob_times: dict[str, list[float]] = {k[0]: [] for k in KNOBS}
         for _ in range(args.runs):
             for policy in POLICIES:
                 times[policy].append(_one_run(w, policy, args.batch))
+                progress.advance(task)
+            for name, options, _ in KNOBS:
+                knob_times[name].append(_one_run(w, "batch", args.batch, **options))
                 progress.advance(task)
     for policy in POLICIES:
         rows.append({
@@ -69,6 +83,15 @@ def main(args) -> int:
                         f"journal with fsync={policy}, core) -> outbound ring; engine batch {args.batch}; producer "
                         f"and consumer in one process; ext4 data dir; median of {args.runs}",
             **throughput_fields(len(w.cmds), statistics.median(times[policy])),
+        })
+    base = statistics.median(times["batch"])
+    for name, _, what in KNOBS:
+        t = statistics.median(knob_times[name])
+        rows.append({
+            "name": f"pipeline.throughput.fsync_batch.{name}",
+            "workload": f"as pipeline.throughput.fsync_batch, with the {what}; ratio = its rate / the default's; "
+                        f"median of {args.runs}",
+            **throughput_fields(len(w.cmds), t), "ratio": base / t, "ratio_vs": "default settings",
         })
     print_rows(rows)
     out = write_results(rows, args.json, "pipeline")

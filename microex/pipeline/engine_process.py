@@ -53,7 +53,9 @@ class EngineSettings:
     fsync: str = "batch"
     batch: int = 16384
     snapshot_every: int = 0
-    cpu: int | None = None
+    prune_journal: bool = False  # after a snapshot, drop journal segments it covers (replay then needs it)
+    cpu: int | None = None  # pin the engine to this core
+    gc_freeze: bool = True  # freeze start-up objects out of the GC's way
     stats: dict = field(default_factory=dict)
 
 
@@ -91,8 +93,9 @@ class EngineLoop:
         marker["seq"] = last_seq  # "ready at seq N": a BATCH of no commands
         out.write(marker)
         since_snapshot = 0
-        gc.collect()
-        gc.freeze()  # everything built so far is permanent: the loop allocates no Python objects per event
+        if s.gc_freeze:
+            gc.collect()
+            gc.freeze()  # everything built so far is permanent: the loop allocates no Python objects per event
         try:
             while not self.stop:
                 n = 0
@@ -123,6 +126,8 @@ class EngineLoop:
                 since_snapshot += n
                 if self.snapshot_requested or (s.snapshot_every and since_snapshot >= s.snapshot_every):
                     self._snapshot(engine, last_seq)
+                    if s.prune_journal:
+                        journal.prune(last_seq + 1)
                     since_snapshot = 0
             journal.sync()
             self._snapshot(engine, last_seq)

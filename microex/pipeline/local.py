@@ -30,13 +30,15 @@ OUTBOUND_SLOTS = 1 << 18
 class LocalPipeline:
     def __init__(self, data: str, fsync: str = "batch", batch: int = 16384, snapshot_every: int = 0,
                  inbound_slots: int = INBOUND_SLOTS, outbound_slots: int = OUTBOUND_SLOTS,
-                 start_timeout: float = 300.0) -> None:
+                 start_timeout: float = 300.0, cpu: int | None = None, gc_freeze: bool = True,
+                 consumers: int = 1) -> None:
         tag = f"mx{os.getpid()}x{time.monotonic_ns() % 10**9}"
         self.inbound = RingBuffer.create(f"{tag}i", COMMAND, inbound_slots, 1)
-        self.outbound = RingBuffer.create(f"{tag}o", EVENT, outbound_slots, 1)
+        self.outbound = RingBuffer.create(f"{tag}o", EVENT, outbound_slots, consumers)  # ours is index 0
         self.events = self.outbound.consumer(0)
         settings = EngineSettings(data=data, inbound=[self.inbound.name], outbound=self.outbound.name,
-                                  fsync=fsync, batch=batch, snapshot_every=snapshot_every)
+                                  fsync=fsync, batch=batch, snapshot_every=snapshot_every, cpu=cpu,
+                                  gc_freeze=gc_freeze)
         self.proc = mp.get_context("spawn").Process(target=engine_main, args=(settings,), daemon=True,
                                                     name="microex-engine")
         self.proc.start()
