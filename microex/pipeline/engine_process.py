@@ -30,7 +30,7 @@ import gc
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,7 +56,6 @@ class EngineSettings:
     prune_journal: bool = False  # after a snapshot, drop journal segments it covers (replay then needs it)
     cpu: int | None = None  # pin the engine to this core
     gc_freeze: bool = True  # freeze start-up objects out of the GC's way
-    stats: dict = field(default_factory=dict)
 
 
 class EngineLoop:
