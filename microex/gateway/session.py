@@ -1,0 +1,499 @@
+"""The gateway's session layer, sans-I/O: bytes and engine events in; commands, bytes and closes out.
+
+One `GatewaySessions` per gateway process owns every connection's `Session` and
+the gateway-wide order-id map. The asyncio server (not here) only moves bytes:
+
+    server                          GatewaySessions                      engine
+    accept()        -> on_connect(conn)
+    recv(data)      -> on_bytes(conn, data) -> (commands, replies, closed)
+                                               commands --------------->  inbound ring
+    outbound ring   -> on_events(events)   -> replies   <---------------  EVENT records
+    every ~100 ms   -> on_timer(now)       -> (replies, closed)
+    socket gone /
+    closed by us    -> on_disconnect(conn) -> commands (cancel-on-disconnect)
+
+`replies` is `{conn_id: bytes to write}`; `closed` is `[(conn_id, reason)]`:
+connections the server must close after writing their replies (reason 0: a
+normal LOGOUT, else a ProtocolReason); it then calls `on_disconnect` for them,
+as for a connection the peer dropped. Nothing a client sends raises.
+
+Session state machine (`TRANSITIONS`: (state, message type) -> action)
+
+| state     | LOGIN               | HEARTBEAT | LOGOUT          | NEW_ORDER / CANCEL / MODIFY |
+|-----------|---------------------|-----------|-----------------|-----------------------------|
+| CONNECTED | login (-> LOGGED_IN, or LOGIN_REJECT + close) | nothing | LOGOUT + close | PROTOCOL_ERROR NOT_LOGGED_IN |
+| LOGGED_IN | PROTOCOL_ERROR ALREADY_LOGGED_IN | nothing | LOGOUT + close | engine COMMANDs |
+| CLOSED    | dropped             | dropped   | dropped         | dropped                     |
+
+Any received byte counts as life for the heartbeat timeout. Decoder errors in
+any open state: PROTOCOL_ERROR (frame skipped, session goes on) or, for an
+untrusted length, LOGOUT with the reason + close. A LOGIN with a version other
+than PROTOCOL_VERSION: LOGIN_REJECT UNSUPPORTED_VERSION + close; an unknown API
+key: LOGIN_REJECT AUTH_FAILED + close.
+
+Order ids. The client names its orders with u64 client order ids, unique per
+session for the session's whole life: a NEW_ORDER reusing one (whatever became
+of the first order) is rejected by the gateway (EXEC_REJECTED DUPLICATE_ORDER_ID)
+and never reaches the engine; a CANCEL/MODIFY naming an id the session never
+used is rejected with UNKNOWN_ORDER likewise. The gateway gives each accepted
+NEW_ORDER an engine order id from its own counter (`first_order_id`,
+`first_order_id + 1`, ...): several gateways feeding one engine must be given
+disjoint ranges (e.g. `first_order_id = gateway_no << 40`); events whose ids are
+outside this gateway's range are ignored, so all gateways may read one
+outbound ring. The engine id -> (session, client id) map is two arrays indexed
+by `engine id - first_order_id` (13 bytes per order ever sent, never freed; a
+long-running gateway would recycle them per trading day).
+
+Rate limit: a token bucket per session over NEW_ORDER, CANCEL and MODIFY alike
+(`rate_per_s` tokens per second, `burst` at most); a message without a token is
+answered EXEC_REJECTED `GatewayReason.RATE_LIMITED` (72) and dropped.
+
+Cancel-on-disconnect (LOGIN flags bit 0): when the connection ends (whichever
+side closes it, LOGOUT included) `on_disconnect` returns a CANCEL command for
+each of the session's orders that may rest: counted from the moment the NEW is
+sent (so an order still in flight is cancelled right behind it: one gateway's
+commands stay in order) until the events show it filled, cancelled or rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Mapping
+from enum import IntEnum
+
+import numpy as np
+
+from microex.core.records import COMMAND, EVENT, Action, EventKind, Reason
+from microex.protocol.binary import (
+    CLIENT_MESSAGES,
+    PROTOCOL_VERSION,
+    BinaryDecoder,
+    DecodeError,
+    FrameEncoder,
+    LoginFlag,
+    Messages,
+    MsgType,
+    ProtocolReason,
+)
+
+
+class GatewayReason(IntEnum):
+    """Gateway reason codes not in binary.ProtocolReason (60-71); 72-79 is theirs.
+
+    RATE_LIMITED: the session's order-message rate limit was exceeded; the
+    message is rejected (EXEC_REJECTED with this reason) and the session goes on.
+    """
+
+    RATE_LIMITED = 72
+
+
+assert min(GatewayReason) > max(ProtocolReason) and max(GatewayReason) <= 79
+
+
+class State(IntEnum):
+    CONNECTED = 1
+    LOGGED_IN = 2
+    CLOSED = 3
+
+
+# Order liveness as the gateway sees it (for cancel-on-disconnect).
+_DONE, _PENDING, _LIVE = 0, 1, 2
+_HB_TIMEOUT_INTERVALS = 3
+
+
+class Session:
+    """One connection's state."""
+
+    __slots__ = ("conn_id", "state", "session_id", "account", "cancel_on_disconnect", "decoder", "encoder",
+                 "last_recv_ns", "last_sent_ns", "tokens", "tokens_ns", "orders")
+
+    def __init__(self, conn_id: Hashable, now_ns: int, burst: float) -> None:
+        self.conn_id = conn_id
+        self.state = State.CONNECTED
+        self.session_id = 0  # given at login
+        self.account = 0
+        self.cancel_on_disconnect = False
+        self.decoder = BinaryDecoder(CLIENT_MESSAGES)
+        self.encoder = FrameEncoder()
+        self.last_recv_ns = now_ns
+        self.last_sent_ns = now_ns
+        self.tokens = float(burst)
+        self.tokens_ns = now_ns
+        self.orders: dict[int, int] = {}  # client order id -> engine order id
+
+
+class _Out:
+    """What one call produces."""
+
+    __slots__ = ("commands", "replies", "closed")
+
+    def __init__(self) -> None:
+        self.commands: list[np.ndarray] = []
+        self.replies: dict[Hashable, list[bytes]] = {}
+        self.closed: list[tuple[Hashable, int]] = []
+
+    def send(self, sess: Session, data: bytes, now_ns: int) -> None:
+        if data:
+            self.replies.setdefault(sess.conn_id, []).append(data)
+            sess.last_sent_ns = now_ns
+
+    def close(self, sess: Session, reason: int) -> None:
+        sess.state = State.CLOSED
+        self.closed.append((sess.conn_id, int(reason)))
+
+    def joined_replies(self) -> dict[Hashable, bytes]:
+        return {c: b"".join(parts) for c, parts in self.replies.items()}
+
+    def joined_commands(self) -> np.ndarray:
+        if not self.commands:
+            return np.zeros(0, dtype=COMMAND)
+        if len(self.commands) == 1:
+            return self.commands[0]
+        out = np.zeros(sum(len(c) for c in self.commands), dtype=COMMAND)  # concatenate would drop the padding
+        pos = 0
+        for c in self.commands:
+            out[pos : pos + len(c)] = c
+            pos += len(c)
+        return out
+
+
+def _rejects(n: int, ts_ns: int, reasons, instrument=0, side=0) -> np.ndarray:
+    """Gateway-made REJECTED events (to go through encode_exec_reports like the engine's)."""
+    ev = np.zeros(n, dtype=EVENT)
+    ev["kind"] = EventKind.REJECTED
+    ev["ts_ns"] = ts_ns
+    ev["reason"] = reasons
+    ev["instrument"] = instrument
+    ev["side"] = side
+    return ev
+
+
+class GatewaySessions:
+    """Every session of one gateway process (see the module docstring)."""
+
+    def __init__(self, api_keys: Mapping[bytes, int], *, heartbeat_ms: int = 1000, rate_per_s: float = 1000.0,
+                 burst: float | None = None, first_order_id: int = 1, first_session_id: int = 1,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        if first_order_id < 1 or heartbeat_ms < 1 or rate_per_s <= 0:
+            raise ValueError("first_order_id, heartbeat_ms and rate_per_s must be positive")
+        self.api_keys = {bytes(k).rstrip(b"\0"): int(v) for k, v in api_keys.items()}
+        self.heartbeat_ms = int(heartbeat_ms)
+        self.rate_per_s = float(rate_per_s)
+        self.burst = float(rate_per_s if burst is None else burst)
+        self.clock = clock
+        self.conns: dict[Hashable, Session] = {}
+        self.sessions: dict[int, Session] = {}  # logged-in, not yet disconnected
+        self._next_session = int(first_session_id)
+        self._base = int(first_order_id)
+        self._next_eid = self._base
+        cap = 1 << 12
+        self._owner_session = np.zeros(cap, dtype=np.int32)
+        self._owner_cid = np.zeros(cap, dtype=np.uint64)
+        self._status = np.zeros(cap, dtype=np.uint8)
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def on_connect(self, conn_id: Hashable, now_ns: int | None = None) -> Session:
+        now = self.clock() if now_ns is None else now_ns
+        sess = Session(conn_id, now, self.burst)
+        self.conns[conn_id] = sess
+        return sess
+
+    def on_disconnect(self, conn_id: Hashable, now_ns: int | None = None) -> np.ndarray:
+        """The connection is gone: forget it; CANCEL commands if its login asked for cancel-on-disconnect."""
+        sess = self.conns.pop(conn_id, None)
+        if sess is None:
+            return np.zeros(0, dtype=COMMAND)
+        sess.state = State.CLOSED
+        sid = sess.session_id
+        if sid:
+            self.sessions.pop(sid, None)
+        if not (sid and sess.cancel_on_disconnect):
+            return np.zeros(0, dtype=COMMAND)
+        n = self._next_eid - self._base
+        idx = np.flatnonzero((self._owner_session[:n] == sid) & (self._status[:n] != _DONE))
+        cmds = np.zeros(len(idx), dtype=COMMAND)
+        cmds["ts_ns"] = self.clock() if now_ns is None else now_ns
+        cmds["order_id"] = idx + self._base
+        cmds["account"] = sess.account
+        cmds["session"] = sid
+        cmds["action"] = Action.CANCEL
+        return cmds
+
+    # -- bytes in ----------------------------------------------------------------------------------
+
+    def on_bytes(self, conn_id: Hashable, data: bytes, now_ns: int | None = None
+                 ) -> tuple[np.ndarray, dict[Hashable, bytes], list[tuple[Hashable, int]]]:
+        """Bytes from a connection -> (COMMAND array for the engine, replies, connections to close)."""
+        now = self.clock() if now_ns is None else now_ns
+        out = _Out()
+        sess = self.conns.get(conn_id)
+        if sess is None:
+            sess = self.on_connect(conn_id, now)
+        if sess.state is State.CLOSED:
+            return out.joined_commands(), {}, []
+        if data:
+            sess.last_recv_ns = now
+        for item in sess.decoder.feed(data):
+            if sess.state is State.CLOSED:
+                break
+            if isinstance(item, DecodeError):
+                self._decode_error(sess, item, out, now)
+            else:
+                action = TRANSITIONS[(sess.state, item.msg_type)]
+                action(self, sess, item, out, now)
+        return out.joined_commands(), out.joined_replies(), out.closed
+
+    def _decode_error(self, sess: Session, err: DecodeError, out: _Out, now: int) -> None:
+        if err.closing:
+            out.send(sess, sess.encoder.message(MsgType.LOGOUT, reason=err.reason), now)
+            out.close(sess, err.reason)
+        else:
+            out.send(sess, sess.encoder.message(MsgType.PROTOCOL_ERROR, reason=err.reason, ref_type=err.msg_type,
+                                                ref_seq=err.seq), now)
+
+    # transition actions: (self, session, Messages run, out, now)
+
+    def _protocol_errors(self, sess: Session, msgs: Messages, out: _Out, now: int, reason: int) -> None:
+        recs = np.zeros(len(msgs.records), dtype=[("reason", "<u2"), ("ref_type", "<u2"), ("ref_seq", "<u4")])
+        recs["reason"] = reason
+        recs["ref_type"] = msgs.msg_type
+        recs["ref_seq"] = msgs.records["seq"]
+        out.send(sess, sess.encoder.records(MsgType.PROTOCOL_ERROR, recs), now)
+
+    def _not_logged_in(self, sess, msgs, out, now) -> None:
+        self._protocol_errors(sess, msgs, out, now, ProtocolReason.NOT_LOGGED_IN)
+
+    def _already_logged_in(self, sess, msgs, out, now) -> None:
+        self._protocol_errors(sess, msgs, out, now, ProtocolReason.ALREADY_LOGGED_IN)
+
+    def _nothing(self, sess, msgs, out, now) -> None:
+        pass
+
+    def _logout(self, sess, msgs, out, now) -> None:
+        out.send(sess, sess.encoder.message(MsgType.LOGOUT, reason=0), now)
+        out.close(sess, 0)
+
+    def _login(self, sess, msgs, out, now) -> None:
+        rec = msgs.records[0]
+        reason = 0
+        account = None
+        if int(rec["version"]) != PROTOCOL_VERSION:
+            reason = ProtocolReason.UNSUPPORTED_VERSION
+        else:
+            account = self.api_keys.get(bytes(rec["api_key"]).rstrip(b"\0"))
+            if account is None:
+                reason = ProtocolReason.AUTH_FAILED
+        if reason:
+            out.send(sess, sess.encoder.message(MsgType.LOGIN_REJECT, reason=reason), now)
+            out.close(sess, reason)
+            return
+        sid = self._next_session
+        self._next_session += 1
+        sess.session_id = sid
+        sess.account = account
+        sess.cancel_on_disconnect = bool(int(rec["flags"]) & LoginFlag.CANCEL_ON_DISCONNECT)
+        sess.state = State.LOGGED_IN
+        self.sessions[sid] = sess
+        out.send(sess, sess.encoder.message(MsgType.LOGIN_ACK, session=sid, heartbeat_ms=self.heartbeat_ms,
+                                            account=account), now)
+        if len(msgs.records) > 1:  # the rest of a run of LOGINs
+            self._already_logged_in(sess, Messages(msgs.msg_type, msgs.records[1:]), out, now)
+
+    def _take_tokens(self, sess: Session, n: int, now: int) -> int:
+        """How many of n order messages the session's bucket lets through now."""
+        elapsed = max(now - sess.tokens_ns, 0)
+        sess.tokens = min(self.burst, sess.tokens + elapsed * 1e-9 * self.rate_per_s)
+        sess.tokens_ns = now
+        k = min(n, int(sess.tokens))
+        sess.tokens -= k
+        return k
+
+    def _reject(self, sess: Session, out: _Out, now: int, cids, reasons, instrument=0, side=0) -> None:
+        ev = _rejects(len(cids), now, reasons, instrument, side)
+        out.send(sess, sess.encoder.exec_reports(ev, cids), now)
+
+    def _ensure_capacity(self, n: int) -> None:
+        need = self._next_eid - self._base + n
+        cap = len(self._status)
+        if need <= cap:
+            return
+        while cap < need:
+            cap *= 2
+        for name in ("_owner_session", "_owner_cid", "_status"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def _commands(self, sess: Session, n: int, now: int, action: Action) -> np.ndarray:
+        cmds = np.zeros(n, dtype=COMMAND)
+        cmds["ts_ns"] = now
+        cmds["account"] = sess.account
+        cmds["session"] = sess.session_id
+        cmds["action"] = action
+        return cmds
+
+    def _new_orders(self, sess, msgs, out, now) -> None:
+        recs = msgs.records
+        n = len(recs)
+        k = self._take_tokens(sess, n, now)
+        cids = recs["client_order_id"]
+        ok = np.zeros(n, dtype=bool)
+        ok[:k] = True
+        reasons = np.full(n, GatewayReason.RATE_LIMITED, dtype=np.uint16)
+        orders = sess.orders
+        start = eid = self._next_eid
+        for i, c in enumerate(cids[:k].tolist()):  # first use of a client id wins, in this run too
+            if c in orders:
+                ok[i] = False
+                reasons[i] = Reason.DUPLICATE_ORDER_ID
+            else:
+                orders[c] = eid
+                eid += 1
+        m = eid - start
+        if m:
+            self._ensure_capacity(m)
+            good = recs[ok]
+            eids = np.arange(start, eid, dtype=np.int64)
+            self._owner_session[start - self._base : eid - self._base] = sess.session_id
+            self._owner_cid[start - self._base : eid - self._base] = good["client_order_id"]
+            self._status[start - self._base : eid - self._base] = _PENDING
+            self._next_eid = eid
+            cmds = self._commands(sess, m, now, Action.NEW)
+            cmds["order_id"] = eids
+            for f in ("price_ticks", "qty_lots", "instrument", "side", "ord_type", "tif", "flags"):
+                cmds[f] = good[f]
+            out.commands.append(cmds)
+        if m < n:
+            bad = recs[~ok]
+            self._reject(sess, out, now, bad["client_order_id"], reasons[~ok], bad["instrument"], bad["side"])
+
+    def _lookup(self, sess, msgs, out, now) -> tuple[np.ndarray, np.ndarray]:
+        """Rate limit and client id -> engine id for a CANCEL/MODIFY run; rejects the rest.
+
+        Returns (records that go on, their engine ids)."""
+        recs = msgs.records
+        n = len(recs)
+        k = self._take_tokens(sess, n, now)
+        get = sess.orders.get
+        eids = np.array([get(c, 0) for c in recs["client_order_id"][:k].tolist()] + [0] * (n - k), dtype=np.int64)
+        reasons = np.where(np.arange(n) < k, Reason.UNKNOWN_ORDER, GatewayReason.RATE_LIMITED).astype(np.uint16)
+        ok = eids != 0
+        if not ok.all():
+            self._reject(sess, out, now, recs["client_order_id"][~ok], reasons[~ok])
+        return recs[ok], eids[ok]
+
+    def _cancels(self, sess, msgs, out, now) -> None:
+        recs, eids = self._lookup(sess, msgs, out, now)
+        if len(eids):
+            cmds = self._commands(sess, len(eids), now, Action.CANCEL)
+            cmds["order_id"] = eids
+            out.commands.append(cmds)
+
+    def _modifies(self, sess, msgs, out, now) -> None:
+        recs, eids = self._lookup(sess, msgs, out, now)
+        if len(eids):
+            cmds = self._commands(sess, len(eids), now, Action.MODIFY)
+            cmds["order_id"] = eids
+            cmds["price_ticks"] = recs["price_ticks"]
+            cmds["qty_lots"] = recs["qty_lots"]
+            out.commands.append(cmds)
+
+    # -- events in ---------------------------------------------------------------------------------
+
+    def on_events(self, events: np.ndarray, now_ns: int | None = None) -> dict[Hashable, bytes]:
+        """Engine EVENT records -> execution reports per connection (LEVEL, BATCH, other gateways' ignored).
+
+        A trade goes to the aggressor's session and to the maker's (is_maker),
+        each with its own client order id and leaves."""
+        events = np.asarray(events)
+        if not len(events):
+            return {}
+        now = self.clock() if now_ns is None else now_ns
+        kinds = events["kind"]
+        lo, hi = self._base, self._next_eid
+        oid = events["order_id"]
+        moid = events["maker_order_id"]
+        client = (kinds >= EventKind.ACCEPTED) & (kinds <= EventKind.MODIFIED)
+        ia = np.flatnonzero(client & (oid >= lo) & (oid < hi))
+        im = np.flatnonzero((kinds == EventKind.TRADE) & (moid >= lo) & (moid < hi))
+        if not len(ia) and not len(im):
+            return {}
+        idx = np.concatenate([ia, im])
+        maker = np.concatenate([np.zeros(len(ia), dtype=bool), np.ones(len(im), dtype=bool)])
+        slot = np.concatenate([oid[ia], moid[im]]) - lo
+        key = idx * 2 + maker  # engine order; for a trade, the aggressor's report first
+        order = np.argsort(key, kind="stable")
+        idx, maker, slot = idx[order], maker[order], slot[order]
+
+        self._update_status(events, idx, maker, slot)
+
+        sids = self._owner_session[slot]
+        by_session = np.argsort(sids, kind="stable")
+        sids_sorted = sids[by_session]
+        cuts = np.flatnonzero(sids_sorted[1:] != sids_sorted[:-1]) + 1
+        out = _Out()
+        for part in np.split(by_session, cuts):
+            sess = self.sessions.get(int(sids[part[0]]))
+            if sess is None or sess.state is not State.LOGGED_IN:
+                continue  # disconnected (its orders may still trade or be cancelled)
+            data = sess.encoder.exec_reports(events[idx[part]], self._owner_cid[slot[part]], maker[part])
+            out.send(sess, data, now)
+        return out.joined_replies()
+
+    def _update_status(self, events: np.ndarray, idx: np.ndarray, maker: np.ndarray, slot: np.ndarray) -> None:
+        """Which orders may still rest, from one batch of events (rows in engine order)."""
+        ev = events[idx]
+        kinds = ev["kind"]
+        leaves = np.where(maker, ev["maker_leaves_lots"], ev["leaves_lots"])
+        new = np.full(len(idx), _LIVE, dtype=np.uint8)
+        new[(kinds == EventKind.TRADE) & (leaves <= 0)] = _DONE
+        new[kinds == EventKind.CANCELLED] = _DONE
+        # a reject ends an order if it is a NEW's (its first event, the order still pending) or says it
+        # does not rest (UNKNOWN_ORDER); a bad MODIFY of a resting order changes nothing
+        rej = kinds == EventKind.REJECTED
+        _, first = np.unique(slot, return_index=True)
+        is_first = np.zeros(len(idx), dtype=bool)
+        is_first[first] = True
+        ends = rej & ((is_first & (self._status[slot] == _PENDING)) | (ev["reason"] == Reason.UNKNOWN_ORDER))
+        new[ends] = _DONE
+        keep = ~rej | ends
+        slot_k, new_k = slot[keep][::-1], new[keep][::-1]
+        u, last = np.unique(slot_k, return_index=True)  # the last row per order wins
+        self._status[u] = new_k[last]
+
+    # -- time --------------------------------------------------------------------------------------
+
+    def on_timer(self, now_ns: int | None = None) -> tuple[dict[Hashable, bytes], list[tuple[Hashable, int]]]:
+        """HEARTBEAT to logged-in sessions quiet for heartbeat_ms; close those silent for 3 intervals."""
+        now = self.clock() if now_ns is None else now_ns
+        hb_ns = self.heartbeat_ms * 1_000_000
+        out = _Out()
+        for sess in list(self.conns.values()):
+            if sess.state is State.CLOSED:
+                continue
+            if now - sess.last_recv_ns >= _HB_TIMEOUT_INTERVALS * hb_ns:
+                out.send(sess, sess.encoder.message(MsgType.LOGOUT, reason=ProtocolReason.HEARTBEAT_TIMEOUT), now)
+                out.close(sess, ProtocolReason.HEARTBEAT_TIMEOUT)
+            elif sess.state is State.LOGGED_IN and now - sess.last_sent_ns >= hb_ns:
+                out.send(sess, sess.encoder.message(MsgType.HEARTBEAT), now)
+        return out.joined_replies(), out.closed
+
+
+# The transition table: (state, message type) -> action. CLOSED sessions drop everything.
+TRANSITIONS: dict[tuple[State, MsgType], Callable] = {
+    (State.CONNECTED, MsgType.LOGIN): GatewaySessions._login,
+    (State.CONNECTED, MsgType.HEARTBEAT): GatewaySessions._nothing,
+    (State.CONNECTED, MsgType.LOGOUT): GatewaySessions._logout,
+    (State.CONNECTED, MsgType.NEW_ORDER): GatewaySessions._not_logged_in,
+    (State.CONNECTED, MsgType.CANCEL): GatewaySessions._not_logged_in,
+    (State.CONNECTED, MsgType.MODIFY): GatewaySessions._not_logged_in,
+    (State.LOGGED_IN, MsgType.LOGIN): GatewaySessions._already_logged_in,
+    (State.LOGGED_IN, MsgType.HEARTBEAT): GatewaySessions._nothing,
+    (State.LOGGED_IN, MsgType.LOGOUT): GatewaySessions._logout,
+    (State.LOGGED_IN, MsgType.NEW_ORDER): GatewaySessions._new_orders,
+    (State.LOGGED_IN, MsgType.CANCEL): GatewaySessions._cancels,
+    (State.LOGGED_IN, MsgType.MODIFY): GatewaySessions._modifies,
+}
+assert {t for _, t in TRANSITIONS} == set(CLIENT_MESSAGES)
