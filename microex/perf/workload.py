@@ -15,12 +15,16 @@ from them). A cancel may still meet an order filled earlier in its own chunk;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from microex.core.config import EngineConfig
 from microex.core.engine import MatchingEngine
 from microex.core.records import COMMAND, Action, EventKind, Flag, OrdType, Side, Tif
+
+if TYPE_CHECKING:
+    from microex.core.venue import VenueConfig
 
 MID = 100_000
 
@@ -44,7 +48,7 @@ class Workload:
         )
 
 
-def risk_venue() -> "VenueConfig":
+def risk_venue() -> VenueConfig:
     """The venue `core.risk_check` runs match_mix in: every check on, none binding."""
     from microex.core.venue import InstrumentSpec, VenueConfig
 

@@ -51,20 +51,24 @@ def _ignore(events) -> None:
     pass
 
 
+def _csv_writer(data: DataDir, engine: MatchingEngine, out: TextIO) -> Callable:
+    """An event sink writing conformance event rows, as the edge received the commands."""
+    _, venue, _ = data.load()
+    encoder = EventCsvEncoder(EdgeLog(data.edge).decoder(engine.config.max_instruments, venue))
+    out.write(EVENT_HEADER + "\n")
+
+    def write(events) -> None:
+        rows = encoder.encode(events)
+        if rows:
+            out.write("\n".join(rows) + "\n")
+
+    return write
+
+
 def replay(data: DataDir, events_out: TextIO | None = None, show_progress: bool = False) -> tuple[int, str]:
     engine = data.new_engine()
-    on_events = None
-    if events_out is not None:
-        config, venue, _ = data.load()
-        encoder = EventCsvEncoder(EdgeLog(data.edge).decoder(engine.config.max_instruments, venue))
-        events_out.write(EVENT_HEADER + "\n")
-
-        def on_events(events) -> None:
-            rows = encoder.encode(events)
-            if rows:
-                events_out.write("\n".join(rows) + "\n")
-
-    n = _run_journal(data, engine, 1, on_events, show_progress, "replaying the journal")
+    write_events = _csv_writer(data, engine, events_out) if events_out is not None else None
+    n = _run_journal(data, engine, 1, write_events, show_progress, "replaying the journal")
     return n, engine.digest()
 
 

@@ -52,7 +52,7 @@ class CsvSession:
 def engine_book(engine: MatchingEngine) -> dict:
     """{(instrument, side): [(price, level qty, [(order_id, account, leaves, flags), ...FIFO]), ...best first]}."""
     v = views(engine.state)
-    orders, levels, keys, lidx, counts = v["orders"], v["levels"], v["keys"], v["lidx"], v["counts"]
+    orders, levels, lidx, counts = v["orders"], v["levels"], v["lidx"], v["counts"]
     out = {}
     for book in np.flatnonzero(counts).tolist():
         side_levels = []

@@ -14,7 +14,6 @@ from microex.core.engine import MatchingEngine
 from microex.core.idmap import ID_HEADER
 from microex.core.invariants import check_book_invariants
 from microex.core.reference import ReferenceMatcher
-from microex.protocol.conformance_csv import CommandCsvDecoder, EventCsvEncoder
 
 from ._helpers import CsvSession, commands, engine_book, reference_book
 

@@ -13,8 +13,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from microex.core.idmap import ID_HEADER
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microex.core.records import COMMAND, EVENT
-from microex.pipeline.ring import RingAttachError, RingBuffer, process_alive
+from microex.pipeline.ring import RingAttachError, RingBuffer
+from microex.pipeline.shm import process_alive
 from microex.pipeline.wait import (BlockingWaitStrategy, BusySpinWaitStrategy, SleepingWaitStrategy,
                                    YieldingWaitStrategy, strategy_named, wake_path)
 
