@@ -481,6 +481,17 @@ class GatewaySessions:
         return out.joined_replies(), out.closed
 
 
+    def on_shutdown(self, now_ns: int | None = None) -> tuple[dict[Hashable, bytes], list[tuple[Hashable, int]]]:
+        """The gateway is stopping: LOGOUT SHUTDOWN to every open session, and close them all."""
+        now = self.clock() if now_ns is None else now_ns
+        out = _Out()
+        for sess in list(self.conns.values()):
+            if sess.state is not State.CLOSED:
+                out.send(sess, sess.encoder.message(MsgType.LOGOUT, reason=ProtocolReason.SHUTDOWN), now)
+                out.close(sess, ProtocolReason.SHUTDOWN)
+        return out.joined_replies(), out.closed
+
+
 # The transition table: (state, message type) -> action. CLOSED sessions drop everything.
 TRANSITIONS: dict[tuple[State, MsgType], Callable] = {
     (State.CONNECTED, MsgType.LOGIN): GatewaySessions._login,

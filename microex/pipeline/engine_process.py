@@ -20,8 +20,9 @@ On start it recovers its state from the data directory. Snapshots: every
 `snapshot_every` commands (0: never), on SIGUSR1, and on clean shutdown
 (SIGTERM/SIGINT: the current batch finishes first). Tuning: `cpu` pins the
 process to a core; the GC is frozen after start-up (the loop makes no
-per-event Python objects); when idle it waits with the inbound ring's wait
-strategy (one ring) or a short back-off (several).
+per-event Python objects); when idle it spins briefly over its inbound rings,
+then blocks in one select() on their wake-up FIFOs (`wait_any`): no CPU when
+idle, woken within the kernel's wake-up time when a producer publishes.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from microex.pipeline.datadir import DataDir
 from microex.pipeline.journal import Journal
 from microex.pipeline.recovery import recover
 from microex.pipeline.ring import RingBuffer
+from microex.pipeline.ring_consumer import wait_any
 from microex.pipeline.snapshot import write_snapshot
-from microex.pipeline.wait import SleepingWaitStrategy
 
 IDLE_TIMEOUT_S = 0.05  # how often an idle engine looks at its stop/snapshot flags
 
@@ -82,8 +83,7 @@ class EngineLoop:
         journal = Journal.open(self.data.journal, s.fsync, start_seq=last_seq + 1)
         if journal.last_seq != last_seq:
             raise RuntimeError(f"journal ends at {journal.last_seq}, recovery at {last_seq}")
-        strategy = SleepingWaitStrategy()
-        rings = [RingBuffer.attach(name, COMMAND, strategy=strategy) for name in s.inbound]
+        rings = [RingBuffer.attach(name, COMMAND) for name in s.inbound]
         consumers = [r.consumer(0) for r in rings]
         out = RingBuffer.attach(s.outbound, EVENT)
         cmds = np.zeros(s.batch, dtype=COMMAND)
@@ -102,10 +102,7 @@ class EngineLoop:
                     n += c.poll_into(cmds[n:], s.batch - n)
                 if n == 0:
                     journal.sync()  # interval:N syncs at appends; when idle, catch up now
-                    if len(consumers) == 1:
-                        consumers[0].wait(consumers[0].position + 1, timeout=IDLE_TIMEOUT_S)
-                    else:
-                        time.sleep(0.0001)
+                    wait_any(consumers, IDLE_TIMEOUT_S)
                     if self.snapshot_requested:
                         self._snapshot(engine, last_seq)
                     continue

@@ -7,12 +7,13 @@ commits gate the writer, and the wake-up handshake with a blocked writer).
 from __future__ import annotations
 
 import os
+import select
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from microex.pipeline.shm import (C_ATTACHED, C_PID, C_SEQ, C_START, JOINING, LINE, READY, W_CONSUMERS, W_CURSOR, W_WAITING, W_WRITER_WAITING, proc_stat, process_alive)
-from microex.pipeline.wait import FENCED, WaitStrategy, full_fence, signal_waiter
+from microex.pipeline.wait import FENCED, BlockingWaitStrategy, WaitStrategy, _drain, full_fence, signal_waiter
 
 if TYPE_CHECKING:
     from microex.pipeline.ring import RingBuffer
@@ -175,3 +176,33 @@ class _CursorBarrier:
 
     def wakeup_fd(self) -> int:
         return self._ring._fd(self._who)
+
+
+def wait_any(consumers: list[Consumer], timeout: float, spins: int = 200) -> bool:
+    """Block until any of `consumers` has a record, or `timeout` seconds pass; True if one has.
+
+    Reads `spins` times first (cheap, catches a busy producer without a syscall),
+    then arms every consumer's wake-up flag, re-reads (the arm/publish handshake of
+    ring.py: no wake-up is lost) and sleeps in one select() over all their FIFOs.
+    Without the fences (JIT disabled) select() wakes at least every 100 µs.
+    """
+    for _ in range(spins):
+        for c in consumers:
+            if c.available() > 0:
+                return True
+    barriers = [c.barrier for c in consumers]
+    for b in barriers:
+        b.arm()
+    try:
+        for c in consumers:
+            if c.available() > 0:
+                return True
+        if not FENCED:
+            timeout = min(timeout, BlockingWaitStrategy.UNFENCED_POLL_S)
+        ready = select.select([b.wakeup_fd() for b in barriers], (), (), timeout)[0]
+        for fd in ready:
+            _drain(fd)
+        return any(c.available() > 0 for c in consumers)
+    finally:
+        for b in barriers:
+            b.disarm()
