@@ -216,6 +216,8 @@ class Client:
         if link.login.done():  # _open gave up on this connection (timeout, cancel)
             link.transport.abort()
             return
+        if self.session:
+            self.reconnects += 1
         self.session, self.account = ack.session, ack.account
         self._link = link
         self._connected.set()
@@ -243,8 +245,7 @@ class Client:
             while not self._closing:
                 await asyncio.sleep(delay)
                 try:
-                    await self._open()
-                    self.reconnects += 1
+                    await self._open()  # counts itself in reconnects
                     return
                 except LoginError as e:  # the key no longer works: retrying would not help
                     self.last_error = e
