@@ -9,7 +9,7 @@
 `ClientProtocol` is the sans-I/O core (bytes in, events out) for users that do their own I/O.
 """
 
-from microex.client.client import Client, LoginError, OpenOrder, RequestError
+from microex.client.client import Client, LoginError, OpenOrder
 from microex.client.protocol import (
     ClientProtocol,
     ClientState,
@@ -29,7 +29,7 @@ from microex.core.records import Flag, OrdType, Reason, Side, Tif
 from microex.protocol.binary import Liquidity, MsgType
 
 __all__ = [
-    "Client", "LoginError", "OpenOrder", "RequestError",
+    "Client", "LoginError", "OpenOrder",
     "ClientProtocol", "ClientState", "ExecReport", "ExecReports", "Heartbeat", "LoginAccepted", "LoginRejected",
     "Logout", "ProtocolError", "ProtocolStateError", "ProtocolViolation", "order_records", "reason_name",
     "Flag", "OrdType", "Reason", "Side", "Tif", "Liquidity", "MsgType",

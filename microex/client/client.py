@@ -9,11 +9,8 @@ only moves bytes, keeps futures and runs two timers (heartbeats, reconnect).
   (across reconnects too); an explicit `client_order_id` moves the counter past it.
 - `place` resolves at the order's first report (EXEC_ACCEPTED or EXEC_REJECTED);
   `cancel` at EXEC_CANCELLED or EXEC_REJECTED; `modify` at EXEC_MODIFIED or
-  EXEC_REJECTED. Requests for one id are matched first-in first-out: the
-  gateway answers them in order, except that a RATE_LIMITED reject is written at
-  once, ahead of engine answers to earlier requests, so such a reject goes to
-  the first pending NEW if it carries a side (the gateway echoes a NEW's side)
-  and to the first pending CANCEL/MODIFY otherwise. Every report, whether it
+  EXEC_REJECTED; several requests in flight for one id are matched to their
+  answers by protocol.answered_request. Every report, whether it
   resolves a future or not (fills, IOC remainders...), goes to every
   `on_report` callback, in stream order.
 - Heartbeats: a HEARTBEAT when nothing was sent for heartbeat_ms (LOGIN_ACK);
@@ -49,22 +46,16 @@ from microex.client.protocol import (
     Logout,
     ProtocolError,
     ProtocolViolation,
+    answered_request,
     reason_name,
 )
-from microex.core.records import OrdType, Reason, Tif
-from microex.gateway.session import GatewayReason
+from microex.core.records import OrdType, Tif
 from microex.protocol.binary import NEW_ORDER, MsgType
 
 log = logging.getLogger(__name__)
 
 ReportCallback = Callable[[ExecReport], None]
 
-# which reports answer which request
-_ANSWERS = {
-    MsgType.NEW_ORDER: frozenset({MsgType.EXEC_ACCEPTED, MsgType.EXEC_REJECTED}),
-    MsgType.CANCEL: frozenset({MsgType.EXEC_CANCELLED, MsgType.EXEC_REJECTED}),
-    MsgType.MODIFY: frozenset({MsgType.EXEC_MODIFIED, MsgType.EXEC_REJECTED}),
-}
 _LOGOUT_WAIT_S = 1.0
 
 
@@ -74,14 +65,6 @@ class LoginError(ConnectionError):
     def __init__(self, reason: int) -> None:
         self.reason = reason
         super().__init__(f"login rejected: {reason_name(reason)}")
-
-
-class RequestError(Exception):
-    """The gateway answered a request with PROTOCOL_ERROR (a client bug: the frame was not acted on)."""
-
-    def __init__(self, reason: int, ref_seq: int) -> None:
-        self.reason, self.ref_seq = reason, ref_seq
-        super().__init__(f"protocol error on frame {ref_seq}: {reason_name(reason)}")
 
 
 @dataclass(slots=True)
@@ -95,10 +78,10 @@ class OpenOrder:
 
 
 class _Pending:
-    __slots__ = ("request", "future", "seq")
+    __slots__ = ("request", "future")
 
-    def __init__(self, request: MsgType, future: asyncio.Future, seq: int) -> None:
-        self.request, self.future, self.seq = request, future, seq
+    def __init__(self, request: MsgType, future: asyncio.Future) -> None:
+        self.request, self.future = request, future
 
 
 class _Link(asyncio.Protocol):
@@ -108,6 +91,7 @@ class _Link(asyncio.Protocol):
         self.client, self.proto, self.login = client, proto, login
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
+        self.writable: asyncio.Future | None = None  # set while the transport's buffer is over its high mark
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -118,10 +102,19 @@ class _Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.client._on_data(self, data)
 
+    def pause_writing(self) -> None:
+        self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        self.writable = None
+
     def connection_lost(self, exc) -> None:
         self.proto.connection_lost()
-        if not self.lost.done():
-            self.lost.set_result(None)
+        for fut in (self.lost, self.writable):
+            if fut is not None and not fut.done():
+                fut.set_result(None)
         if not self.login.done():
             self.login.set_exception(ConnectionError("connection closed before LOGIN_ACK"))
         self.client._on_lost(self)
@@ -135,13 +128,9 @@ class Client:
                  max_reconnect_delay_s: float = 2.0) -> None:
         self.host, self.port = host, port
         self.api_key = api_key.encode() if isinstance(api_key, str) else bytes(api_key)
-        self.cancel_on_disconnect = cancel_on_disconnect
-        self.reconnect = reconnect
-        self.timeout = timeout
-        self.reconnect_delay_s = reconnect_delay_s
-        self.max_reconnect_delay_s = max_reconnect_delay_s
-        self.session = 0
-        self.account = 0
+        self.cancel_on_disconnect, self.reconnect, self.timeout = cancel_on_disconnect, reconnect, timeout
+        self.reconnect_delay_s, self.max_reconnect_delay_s = reconnect_delay_s, max_reconnect_delay_s
+        self.session = self.account = 0  # of the current (or last) login
         self.reconnects = 0  # successful reconnects so far
         self.last_error: BaseException | None = None  # why the last connection or attempt ended
         self.orders: dict[int, OpenOrder] = {}  # open orders of the current session, by client id
@@ -149,7 +138,6 @@ class Client:
         self._next_cid = 1
         self._callbacks: list[ReportCallback] = []
         self._pending: dict[int, deque[_Pending]] = {}
-        self._by_seq: dict[int, tuple[int, _Pending]] = {}
         self._closing = False
         self._closed = False  # for good: close() or a failed re-login
         self._connected = asyncio.Event()
@@ -159,16 +147,17 @@ class Client:
     @classmethod
     async def connect(cls, host: str, port: int, api_key: bytes, *, cancel_on_disconnect: bool = False,
                       reconnect: bool = True, on_report: ReportCallback | None = None, timeout: float = 5.0,
-                      **kw) -> Client:
-        """Connect and log in; raises LoginError (reason code and name) or ConnectionError."""
+                      **options) -> Client:
+        """Connect and log in; raises LoginError (with the reason code and name) or ConnectionError.
+        `options`: reconnect_delay_s, max_reconnect_delay_s (the back-off's first and longest delay)."""
         client = cls(host, port, api_key, cancel_on_disconnect=cancel_on_disconnect, reconnect=reconnect,
-                     timeout=timeout, **kw)
+                     timeout=timeout, **options)
         if on_report is not None:
             client.on_report(on_report)
         await client._open()
         return client
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Client:  # `async with await Client.connect(...) as client:`
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -307,13 +296,12 @@ class Client:
         self._next_cid = max(self._next_cid, client_order_id + 1)
         return client_order_id
 
-    def _expect(self, cid: int, request: MsgType, seq: int) -> asyncio.Future:
-        entry = _Pending(request, asyncio.get_running_loop().create_future(), seq)
+    def _expect(self, cid: int, request: MsgType) -> asyncio.Future:
+        entry = _Pending(request, asyncio.get_running_loop().create_future())
         q = self._pending.get(cid)
         if q is None:
             q = self._pending[cid] = deque()
         q.append(entry)
-        self._by_seq[seq] = (cid, entry)
         return entry.future
 
     def place_nowait(self, instrument: int, side: int, price_ticks: int, qty_lots: int, ord_type: int = OrdType.LIMIT,
@@ -329,7 +317,7 @@ class Client:
         """Send a NEW_ORDER; returns its EXEC_ACCEPTED or EXEC_REJECTED report."""
         link = self._live()
         cid = self._take_cid(client_order_id)
-        fut = self._expect(cid, MsgType.NEW_ORDER, link.proto.next_seq)
+        fut = self._expect(cid, MsgType.NEW_ORDER)
         link.transport.write(link.proto.new_order(cid, instrument, side, price_ticks, qty_lots, ord_type, tif, flags))
         return await fut
 
@@ -350,20 +338,27 @@ class Client:
     async def cancel(self, client_order_id: int) -> ExecReport:
         """Send a CANCEL; returns the EXEC_CANCELLED or EXEC_REJECTED report for that id."""
         link = self._live()
-        fut = self._expect(client_order_id, MsgType.CANCEL, link.proto.next_seq)
+        fut = self._expect(client_order_id, MsgType.CANCEL)
         link.transport.write(link.proto.cancel(client_order_id))
         return await fut
 
     async def modify(self, client_order_id: int, price_ticks: int, qty_lots: int) -> ExecReport:
         """Send a MODIFY (new price, new leaves); returns the EXEC_MODIFIED or EXEC_REJECTED report."""
         link = self._live()
-        fut = self._expect(client_order_id, MsgType.MODIFY, link.proto.next_seq)
+        fut = self._expect(client_order_id, MsgType.MODIFY)
         link.transport.write(link.proto.modify(client_order_id, price_ticks, qty_lots))
         return await fut
 
     def cancel_nowait(self, client_order_id: int) -> None:
         link = self._live()
         link.transport.write(link.proto.cancel(client_order_id))
+
+    async def drain(self) -> None:
+        """Until the socket's send buffer is below its high-water mark: pipelining *_nowait callers
+        await it now and then so an unread connection does not grow memory without bound."""
+        link = self._live()
+        if link.writable is not None:
+            await link.writable
 
     # -- bytes in ----------------------------------------------------------------------------------
 
@@ -383,7 +378,11 @@ class Client:
                     self.last_error = ConnectionError(f"gateway logged out: {reason_name(ev.reason)}")
                 link.transport.close()
             elif type(ev) is ProtocolError:
-                self._request_failed(ev)
+                # the gateway refused one of our frames: it and this client disagree about the protocol,
+                # and that request will never be answered; start afresh (pending requests fail)
+                self.last_error = ConnectionError(f"gateway protocol error: {reason_name(ev.reason)} "
+                                                  f"(frame type {ev.ref_type}, seq {ev.ref_seq})")
+                link.transport.abort()
             elif type(ev) is ProtocolViolation:
                 log.warning("bad frame from the gateway: %s (%s)", reason_name(ev.reason), ev)
                 if ev.closing:
@@ -393,13 +392,13 @@ class Client:
     def _report(self, r: ExecReport) -> None:
         q = self._pending.get(r.client_order_id)
         if q:
-            entry = _match(q, r)
-            if entry is not None:
-                q.remove(entry)
+            i = answered_request([e.request for e in q], r)
+            if i is not None:
+                entry = q[i]
+                del q[i]
                 if not q:
                     del self._pending[r.client_order_id]
-                self._by_seq.pop(entry.seq, None)
-                if not entry.future.done():
+                if not entry.future.done():  # done: the awaiting task was cancelled
                     entry.future.set_result(r)
         self._track(r)
         for cb in self._callbacks:
@@ -409,55 +408,23 @@ class Client:
                 log.exception("on_report callback failed for %s", r)
 
     def _track(self, r: ExecReport) -> None:
-        kind = r.kind
-        if kind == MsgType.EXEC_ACCEPTED:
-            if r.leaves_lots > 0:
-                self.orders[r.client_order_id] = OpenOrder(r.client_order_id, r.instrument, r.side, r.price_ticks,
-                                                           r.qty_lots, r.leaves_lots)
-        elif kind == MsgType.EXEC_FILL or kind == MsgType.EXEC_MODIFIED:
-            o = self.orders.get(r.client_order_id)
-            if o is not None:
-                o.leaves_lots = r.leaves_lots
-                if kind == MsgType.EXEC_MODIFIED:
-                    o.price_ticks = r.price_ticks
-                if o.leaves_lots <= 0:
-                    del self.orders[r.client_order_id]
+        """The local view of open orders: in on ACCEPTED (if it rests), out at leaves 0 or CANCELLED."""
+        kind, cid = r.kind, r.client_order_id
+        if kind == MsgType.EXEC_ACCEPTED and r.leaves_lots > 0:
+            self.orders[cid] = OpenOrder(cid, r.instrument, r.side, r.price_ticks, r.qty_lots, r.leaves_lots)
+        elif (kind == MsgType.EXEC_FILL or kind == MsgType.EXEC_MODIFIED) and cid in self.orders:
+            o = self.orders[cid]
+            o.leaves_lots = r.leaves_lots
+            if kind == MsgType.EXEC_MODIFIED:
+                o.price_ticks = r.price_ticks
+            if o.leaves_lots <= 0:
+                del self.orders[cid]
         elif kind == MsgType.EXEC_CANCELLED:
-            self.orders.pop(r.client_order_id, None)
-
-    def _request_failed(self, ev: ProtocolError) -> None:
-        found = self._by_seq.pop(ev.ref_seq, None)
-        if found is None:
-            log.warning("protocol error from the gateway: %s (frame %d)", reason_name(ev.reason), ev.ref_seq)
-            return
-        cid, entry = found
-        q = self._pending.get(cid)
-        if q is not None and entry in q:
-            q.remove(entry)
-            if not q:
-                del self._pending[cid]
-        if not entry.future.done():
-            entry.future.set_exception(RequestError(ev.reason, ev.ref_seq))
+            self.orders.pop(cid, None)
 
     def _fail_pending(self, exc: BaseException) -> None:
-        pending, self._pending, self._by_seq = self._pending, {}, {}
+        pending, self._pending = self._pending, {}
         for q in pending.values():
             for entry in q:
                 if not entry.future.done():
                     entry.future.set_exception(exc)
-
-
-def _match(q: deque[_Pending], r: ExecReport) -> _Pending | None:
-    """Which pending request of this client id the report answers (None: it answers none)."""
-    if r.kind == MsgType.EXEC_REJECTED and len(q) > 1:
-        if r.reason == GatewayReason.RATE_LIMITED:  # written at once, ahead of engine answers
-            want_new = r.side != 0
-            for entry in q:
-                if (entry.request == MsgType.NEW_ORDER) == want_new:
-                    return entry
-        elif r.reason == Reason.DUPLICATE_ORDER_ID:  # the id's later NEW, refused at the gateway
-            for entry in reversed(q):
-                if entry.request == MsgType.NEW_ORDER:
-                    return entry
-    head = q[0]
-    return head if r.kind in _ANSWERS[head.request] else None

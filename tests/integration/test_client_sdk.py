@@ -174,14 +174,28 @@ def test_cancel_on_disconnect_pulls_resting_orders_and_plain_sessions_keep_them(
 
 def test_heartbeats_keep_an_idle_session_alive_and_a_silent_gateway_is_dropped():
     async def main():
-        async with InProcessVenue(api_keys=KEYS, heartbeat_ms=50) as venue:
+        async with InProcessVenue(api_keys=KEYS, heartbeat_ms=100) as venue:
             client = await Client.connect(venue.host, venue.port, b"key-1", reconnect_delay_s=0.01)
             session = client.session
-            await asyncio.sleep(0.4)  # 8 intervals: the gateway closes a client silent for 3
+            await asyncio.sleep(0.7)  # 7 intervals: the gateway closes a client silent for 3
             assert client.connected and client.session == session and client.reconnects == 0
             venue.sessions.on_timer = lambda now_ns=None: ({}, [])  # the gateway goes quiet
             await until(lambda: client.reconnects >= 1, timeout=3.0)
             assert "silent" in str(client.last_error)
+            await client.close()
+    run(main())
+
+
+def test_a_protocol_error_drops_the_connection_and_fails_the_request():
+    async def main():
+        async with InProcessVenue(api_keys=KEYS) as venue:
+            client = await Client.connect(venue.host, venue.port, b"key-1", reconnect_delay_s=0.01)
+            client._link.proto.encoder.next_seq += 5  # a broken sender: a gap in our numbering
+            with pytest.raises(ConnectionError):
+                await client.place(1, Side.BUY, 100, 1)  # the gateway skips the frame: it will never be answered
+            assert "BAD_SEQUENCE" in str(client.last_error)
+            await client.wait_connected(timeout=5.0)
+            assert (await client.place(1, Side.BUY, 100, 1)).kind == MsgType.EXEC_ACCEPTED
             await client.close()
     run(main())
 

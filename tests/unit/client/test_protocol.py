@@ -20,6 +20,7 @@ from microex.client.protocol import (
     ProtocolError,
     ProtocolStateError,
     ProtocolViolation,
+    answered_request,
     expand,
     order_records,
     reason_name,
@@ -246,6 +247,29 @@ def test_batch_of_orders_is_one_write_and_reports_come_as_arrays(venue):
     assert reports[5] == ExecReport(MsgType.EXEC_ACCEPTED, 1005, int(cmds[5]["ts_ns"]), 1, Side.BUY, 0, 0,
                                     int(recs[5]["price_ticks"]), 2, 2)
     assert c.new_orders(order_records(0)) == b""
+
+
+def _rej(reason: int, side: int = 0) -> ExecReport:
+    return ExecReport(MsgType.EXEC_REJECTED, 1, 0, 1 if side else 0, side, 0, reason, 0, 0, 0)
+
+
+def _rep(kind: MsgType) -> ExecReport:
+    return ExecReport(kind, 1, 0, 1, Side.BUY, 0, 0, 100, 1, 1)
+
+
+def test_answered_request_matching():
+    new, can, mod = MsgType.NEW_ORDER, MsgType.CANCEL, MsgType.MODIFY
+    # in order: the oldest request, if the report is an answer to it
+    assert answered_request([new, can], _rep(MsgType.EXEC_ACCEPTED)) == 0
+    assert answered_request([new], _rep(MsgType.EXEC_FILL)) is None
+    assert answered_request([can], _rep(MsgType.EXEC_FILL)) is None
+    assert answered_request([mod, can], _rep(MsgType.EXEC_CANCELLED)) is None  # e.g. STP: the modify waits on
+    assert answered_request([can, mod], _rej(Reason.UNKNOWN_ORDER)) == 0
+    # gateway-made rejects overtake engine answers
+    assert answered_request([new, can], _rej(GatewayReason.RATE_LIMITED)) == 1
+    assert answered_request([new, can], _rej(GatewayReason.RATE_LIMITED, Side.SELL)) == 0
+    assert answered_request([can, new, mod], _rej(GatewayReason.RATE_LIMITED, Side.BUY)) == 1
+    assert answered_request([new, new], _rej(Reason.DUPLICATE_ORDER_ID, Side.BUY)) == 1
 
 
 # -- timing, framing, bad input --------------------------------------------------------------------
