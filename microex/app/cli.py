@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("recover", help="newest snapshot + journal tail: `commands N digest HEX`")
     rc.add_argument("--data", required=True)
 
+    sv = sub.add_parser("serve", help="the venue: engine process + gateway processes (binary order entry)")
+    sv.add_argument("--config", help="TOML venue and serve config (default: the demo venue)")
+    sv.add_argument("--data", help="data directory (default: [serve] data, or microex-data)")
+    sv.add_argument("--host", help="listen address (default 127.0.0.1)")
+    sv.add_argument("--bin-port", type=int, help="binary order-entry port (default 9001)")
+    sv.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8080)")
+    sv.add_argument("--gateways", type=int, help="gateway processes sharing the ports (SO_REUSEPORT)")
+    sv.add_argument("--fsync", help="journal fsync policy: none, batch, interval:N (default batch)")
+
     r = sub.add_parser("run", help="demo: generate an order stream, run it, print the book and trades")
     r.add_argument("--commands", type=int, default=1_000_000)
     r.add_argument("--seed", type=int, default=1)
@@ -85,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from microex.app.journal_cmds import main as journal_main
 
         return journal_main(args)
+    if args.command == "serve":
+        from microex.app.serve import main as serve_main
+
+        return serve_main(args)
     if args.command == "run":
         from microex.app.demo import main as demo_main
 

@@ -64,6 +64,7 @@ from enum import IntEnum
 import numpy as np
 
 from microex.core.records import COMMAND, EVENT, Action, EventKind, Reason
+from microex.gateway.orders import OrderIdMap, ReportBuffers, lookup_orders, new_client_map, new_order_commands, route_reports
 from microex.protocol.binary import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
@@ -97,29 +98,44 @@ class State(IntEnum):
 
 
 # Order liveness as the gateway sees it (for cancel-on-disconnect).
-_DONE, _PENDING, _LIVE = 0, 1, 2
 _HB_TIMEOUT_INTERVALS = 3
 
 
 class Session:
     """One connection's state."""
 
-    __slots__ = ("conn_id", "state", "session_id", "account", "cancel_on_disconnect", "decoder", "encoder",
+    __slots__ = ("conn_id", "state", "index", "session_id", "account", "cancel_on_disconnect", "decoder", "encoder",
                  "last_recv_ns", "last_sent_ns", "tokens", "tokens_ns", "orders")
 
-    def __init__(self, conn_id: Hashable, now_ns: int, burst: float) -> None:
+    def __init__(self, conn_id: Hashable, index: int, encoder: FrameEncoder, now_ns: int, burst: float) -> None:
         self.conn_id = conn_id
         self.state = State.CONNECTED
+        self.index = index  # per connection, from 0: the row of this session in the gateway's arrays
         self.session_id = 0  # given at login
         self.account = 0
         self.cancel_on_disconnect = False
         self.decoder = BinaryDecoder(CLIENT_MESSAGES)
-        self.encoder = FrameEncoder()
+        self.encoder = encoder
         self.last_recv_ns = now_ns
         self.last_sent_ns = now_ns
         self.tokens = float(burst)
         self.tokens_ns = now_ns
-        self.orders: dict[int, int] = {}  # client order id -> engine order id
+        self.orders = new_client_map()  # client order id -> engine order id (a numba typed dict)
+
+
+class _SeqEncoder(FrameEncoder):
+    """A FrameEncoder whose seq lives in the gateway's per-session array (route_reports numbers frames too)."""
+
+    def __init__(self, owner: GatewaySessions, index: int) -> None:
+        self._owner, self._index = owner, index
+
+    @property
+    def next_seq(self) -> int:
+        return int(self._owner._next_seq[self._index])
+
+    @next_seq.setter
+    def next_seq(self, value: int) -> None:
+        self._owner._next_seq[self._index] = value
 
 
 class _Out:
@@ -183,19 +199,23 @@ class GatewaySessions:
         self.clock = clock
         self.conns: dict[Hashable, Session] = {}
         self.sessions: dict[int, Session] = {}  # logged-in, not yet disconnected
-        self._next_session = int(first_session_id)
-        self._base = int(first_order_id)
-        self._next_eid = self._base
-        cap = 1 << 12
-        self._owner_session = np.zeros(cap, dtype=np.int32)
-        self._owner_cid = np.zeros(cap, dtype=np.uint64)
-        self._status = np.zeros(cap, dtype=np.uint8)
+        self._first_session = int(first_session_id)
+        self.ids = OrderIdMap(int(first_order_id))
+        self._by_index: list[Session | None] = []  # logged-in sessions by index (None: not or no longer)
+        self._next_seq = np.ones(64, dtype=np.int64)  # per session index: its next outgoing frame seq
+        self._reports = ReportBuffers()
 
     # -- connections -------------------------------------------------------------------------------
 
     def on_connect(self, conn_id: Hashable, now_ns: int | None = None) -> Session:
         now = self.clock() if now_ns is None else now_ns
-        sess = Session(conn_id, now, self.burst)
+        index = len(self._by_index)
+        self._by_index.append(None)
+        if index >= len(self._next_seq):
+            grown = np.ones(2 * len(self._next_seq), dtype=np.int64)
+            grown[: len(self._next_seq)] = self._next_seq
+            self._next_seq = grown
+        sess = Session(conn_id, index, _SeqEncoder(self, index), now, self.burst)
         self.conns[conn_id] = sess
         return sess
 
@@ -205,16 +225,16 @@ class GatewaySessions:
         if sess is None:
             return np.zeros(0, dtype=COMMAND)
         sess.state = State.CLOSED
+        self._by_index[sess.index] = None
         sid = sess.session_id
         if sid:
             self.sessions.pop(sid, None)
         if not (sid and sess.cancel_on_disconnect):
             return np.zeros(0, dtype=COMMAND)
-        n = self._next_eid - self._base
-        idx = np.flatnonzero((self._owner_session[:n] == sid) & (self._status[:n] != _DONE))
-        cmds = np.zeros(len(idx), dtype=COMMAND)
+        eids = self.ids.open_orders_of(sess.index)
+        cmds = np.zeros(len(eids), dtype=COMMAND)
         cmds["ts_ns"] = self.clock() if now_ns is None else now_ns
-        cmds["order_id"] = idx + self._base
+        cmds["order_id"] = eids
         cmds["account"] = sess.account
         cmds["session"] = sid
         cmds["action"] = Action.CANCEL
@@ -288,9 +308,9 @@ class GatewaySessions:
             out.send(sess, sess.encoder.message(MsgType.LOGIN_REJECT, reason=reason), now)
             out.close(sess, reason)
             return
-        sid = self._next_session
-        self._next_session += 1
+        sid = self._first_session + sess.index
         sess.session_id = sid
+        self._by_index[sess.index] = sess
         sess.account = account
         sess.cancel_on_disconnect = bool(int(rec["flags"]) & LoginFlag.CANCEL_ON_DISCONNECT)
         sess.state = State.LOGGED_IN
@@ -313,19 +333,6 @@ class GatewaySessions:
         ev = _rejects(len(cids), now, reasons, instrument, side)
         out.send(sess, sess.encoder.exec_reports(ev, cids), now)
 
-    def _ensure_capacity(self, n: int) -> None:
-        need = self._next_eid - self._base + n
-        cap = len(self._status)
-        if need <= cap:
-            return
-        while cap < need:
-            cap *= 2
-        for name in ("_owner_session", "_owner_cid", "_status"):
-            old = getattr(self, name)
-            new = np.zeros(cap, dtype=old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
-
     def _commands(self, sess: Session, n: int, now: int, action: Action) -> np.ndarray:
         cmds = np.zeros(n, dtype=COMMAND)
         cmds["ts_ns"] = now
@@ -337,37 +344,21 @@ class GatewaySessions:
     def _new_orders(self, sess, msgs, out, now) -> None:
         recs = msgs.records
         n = len(recs)
-        k = self._take_tokens(sess, n, now)
-        cids = recs["client_order_id"]
-        ok = np.zeros(n, dtype=bool)
-        ok[:k] = True
-        reasons = np.full(n, GatewayReason.RATE_LIMITED, dtype=np.uint16)
-        orders = sess.orders
-        start = eid = self._next_eid
-        for i, c in enumerate(cids[:k].tolist()):  # first use of a client id wins, in this run too
-            if c in orders:
-                ok[i] = False
-                reasons[i] = Reason.DUPLICATE_ORDER_ID
-            else:
-                orders[c] = eid
-                eid += 1
-        m = eid - start
+        allowed = self._take_tokens(sess, n, now)
+        ids = self.ids
+        ids.ensure(n)
+        cmds = np.zeros(n, dtype=COMMAND)  # zeroed: padding bytes reach the journal
+        rej_idx = np.empty(n, dtype=np.int64)
+        rej_reason = np.empty(n, dtype=np.uint16)
+        m, r = new_order_commands(recs, allowed, sess.orders, sess.session_id, sess.index, sess.account, now,
+                                  ids.next_eid, ids.base, ids.owner_sidx, ids.owner_cid, ids.status, cmds,
+                                  rej_idx, rej_reason, int(GatewayReason.RATE_LIMITED))
+        ids.next_eid += m
         if m:
-            self._ensure_capacity(m)
-            good = recs[ok]
-            eids = np.arange(start, eid, dtype=np.int64)
-            self._owner_session[start - self._base : eid - self._base] = sess.session_id
-            self._owner_cid[start - self._base : eid - self._base] = good["client_order_id"]
-            self._status[start - self._base : eid - self._base] = _PENDING
-            self._next_eid = eid
-            cmds = self._commands(sess, m, now, Action.NEW)
-            cmds["order_id"] = eids
-            for f in ("price_ticks", "qty_lots", "instrument", "side", "ord_type", "tif", "flags"):
-                cmds[f] = good[f]
-            out.commands.append(cmds)
-        if m < n:
-            bad = recs[~ok]
-            self._reject(sess, out, now, bad["client_order_id"], reasons[~ok], bad["instrument"], bad["side"])
+            out.commands.append(cmds if m == n else cmds[:m])
+        if r:
+            bad = recs[rej_idx[:r]]
+            self._reject(sess, out, now, bad["client_order_id"], rej_reason[:r], bad["instrument"], bad["side"])
 
     def _lookup(self, sess, msgs, out, now) -> tuple[np.ndarray, np.ndarray]:
         """Rate limit and client id -> engine id for a CANCEL/MODIFY run; rejects the rest.
@@ -375,13 +366,14 @@ class GatewaySessions:
         Returns (records that go on, their engine ids)."""
         recs = msgs.records
         n = len(recs)
-        k = self._take_tokens(sess, n, now)
-        get = sess.orders.get
-        eids = np.array([get(c, 0) for c in recs["client_order_id"][:k].tolist()] + [0] * (n - k), dtype=np.int64)
-        reasons = np.where(np.arange(n) < k, Reason.UNKNOWN_ORDER, GatewayReason.RATE_LIMITED).astype(np.uint16)
+        allowed = self._take_tokens(sess, n, now)
+        eids = np.empty(n, dtype=np.int64)
+        lookup_orders(recs, allowed, sess.orders, eids)
         ok = eids != 0
-        if not ok.all():
-            self._reject(sess, out, now, recs["client_order_id"][~ok], reasons[~ok])
+        if ok.all():
+            return recs, eids
+        reasons = np.where(np.arange(n) < allowed, Reason.UNKNOWN_ORDER, GatewayReason.RATE_LIMITED).astype(np.uint16)
+        self._reject(sess, out, now, recs["client_order_id"][~ok], reasons[~ok])
         return recs[ok], eids[ok]
 
     def _cancels(self, sess, msgs, out, now) -> None:
@@ -406,62 +398,28 @@ class GatewaySessions:
         """Engine EVENT records -> execution reports per connection (LEVEL, BATCH, other gateways' ignored).
 
         A trade goes to the aggressor's session and to the maker's (is_maker),
-        each with its own client order id and leaves."""
-        events = np.asarray(events)
-        if not len(events):
+        each with its own client order id and leaves (orders.route_reports)."""
+        n = len(events)
+        if not n:
+            return {}
+        ids, buf = self.ids, self._reports
+        buf.ensure(2 * n)
+        nseg = route_reports(events, ids.base, ids.next_eid, ids.owner_sidx, ids.owner_cid, ids.status,
+                             self._next_seq, buf.rec, buf.rec_u8, buf.frame_sidx, buf.out, buf.seg_sidx,
+                             buf.seg_start, buf.seg_end)
+        if not nseg:
             return {}
         now = self.clock() if now_ns is None else now_ns
-        kinds = events["kind"]
-        lo, hi = self._base, self._next_eid
-        oid = events["order_id"]
-        moid = events["maker_order_id"]
-        client = (kinds >= EventKind.ACCEPTED) & (kinds <= EventKind.MODIFIED)
-        ia = np.flatnonzero(client & (oid >= lo) & (oid < hi))
-        im = np.flatnonzero((kinds == EventKind.TRADE) & (moid >= lo) & (moid < hi))
-        if not len(ia) and not len(im):
-            return {}
-        idx = np.concatenate([ia, im])
-        maker = np.concatenate([np.zeros(len(ia), dtype=bool), np.ones(len(im), dtype=bool)])
-        slot = np.concatenate([oid[ia], moid[im]]) - lo
-        key = idx * 2 + maker  # engine order; for a trade, the aggressor's report first
-        order = np.argsort(key, kind="stable")
-        idx, maker, slot = idx[order], maker[order], slot[order]
-
-        self._update_status(events, idx, maker, slot)
-
-        sids = self._owner_session[slot]
-        by_session = np.argsort(sids, kind="stable")
-        sids_sorted = sids[by_session]
-        cuts = np.flatnonzero(sids_sorted[1:] != sids_sorted[:-1]) + 1
-        out = _Out()
-        for part in np.split(by_session, cuts):
-            sess = self.sessions.get(int(sids[part[0]]))
+        replies = {}
+        by_index, out = self._by_index, buf.out
+        for sidx, a, b in zip(buf.seg_sidx[:nseg].tolist(), buf.seg_start[:nseg].tolist(),
+                              buf.seg_end[:nseg].tolist()):
+            sess = by_index[sidx]
             if sess is None or sess.state is not State.LOGGED_IN:
                 continue  # disconnected (its orders may still trade or be cancelled)
-            data = sess.encoder.exec_reports(events[idx[part]], self._owner_cid[slot[part]], maker[part])
-            out.send(sess, data, now)
-        return out.joined_replies()
-
-    def _update_status(self, events: np.ndarray, idx: np.ndarray, maker: np.ndarray, slot: np.ndarray) -> None:
-        """Which orders may still rest, from one batch of events (rows in engine order)."""
-        ev = events[idx]
-        kinds = ev["kind"]
-        leaves = np.where(maker, ev["maker_leaves_lots"], ev["leaves_lots"])
-        new = np.full(len(idx), _LIVE, dtype=np.uint8)
-        new[(kinds == EventKind.TRADE) & (leaves <= 0)] = _DONE
-        new[kinds == EventKind.CANCELLED] = _DONE
-        # a reject ends an order if it is a NEW's (its first event, the order still pending) or says it
-        # does not rest (UNKNOWN_ORDER); a bad MODIFY of a resting order changes nothing
-        rej = kinds == EventKind.REJECTED
-        _, first = np.unique(slot, return_index=True)
-        is_first = np.zeros(len(idx), dtype=bool)
-        is_first[first] = True
-        ends = rej & ((is_first & (self._status[slot] == _PENDING)) | (ev["reason"] == Reason.UNKNOWN_ORDER))
-        new[ends] = _DONE
-        keep = ~rej | ends
-        slot_k, new_k = slot[keep][::-1], new[keep][::-1]
-        u, last = np.unique(slot_k, return_index=True)  # the last row per order wins
-        self._status[u] = new_k[last]
+            replies[sess.conn_id] = out[a:b].tobytes()
+            sess.last_sent_ns = now
+        return replies
 
     # -- time --------------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """LocalPipeline: an engine process and its rings on this machine, wired in one place.
 
-    inbound ring (COMMAND)  ->  engine process  ->  outbound ring (EVENT)
+    inbound rings (COMMAND, one per producer)  ->  engine process  ->  outbound ring (EVENT)
 
-The caller is the producer (or hands `inbound_name` to producer processes) and
-the outbound ring's one consumer. Start-up order matters and lives here: the
+The caller is the producer of the first inbound ring (or hands `inbound_name` to
+a producer process; `producers` > 1 makes one ring per producer, in `inbounds`)
+and consumer 0 of the outbound ring (`consumers` > 1 leaves indices 1.. for
+other processes, which attach once the engine is up). Start-up order matters and lives here: the
 rings exist and the outbound consumer is attached before the engine starts;
 producers may publish only once the engine is attached to the inbound ring
 (records published before would be skipped); the engine's first BATCH event
@@ -12,6 +14,7 @@ producers may publish only once the engine is attached to the inbound ring
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -24,6 +27,20 @@ from microex.pipeline.engine_process import EngineSettings, engine_main
 from microex.pipeline.ring import RingBuffer
 
 INBOUND_SLOTS = 1 << 16
+_PR_SET_PDEATHSIG = 1
+
+
+def run_child(target, *args) -> None:
+    """Run a pipeline process: out of the terminal's process group (Ctrl-C goes to the
+    parent, which stops its children in order) and SIGTERMed if the parent dies."""
+    os.setpgrp()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's close() still stops us
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        return
+    target(*args)
 OUTBOUND_SLOTS = 1 << 18
 
 
@@ -31,15 +48,16 @@ class LocalPipeline:
     def __init__(self, data: str, fsync: str = "batch", batch: int = 16384, snapshot_every: int = 0,
                  inbound_slots: int = INBOUND_SLOTS, outbound_slots: int = OUTBOUND_SLOTS,
                  start_timeout: float = 300.0, cpu: int | None = None, gc_freeze: bool = True,
-                 consumers: int = 1) -> None:
+                 consumers: int = 1, producers: int = 1, idle_spin_us: int = 0) -> None:
         tag = f"mx{os.getpid()}x{time.monotonic_ns() % 10**9}"
-        self.inbound = RingBuffer.create(f"{tag}i", COMMAND, inbound_slots, 1)
+        self.inbounds = [RingBuffer.create(f"{tag}i{k}", COMMAND, inbound_slots, 1) for k in range(producers)]
+        self.inbound = self.inbounds[0]
         self.outbound = RingBuffer.create(f"{tag}o", EVENT, outbound_slots, consumers)  # ours is index 0
         self.events = self.outbound.consumer(0)
-        settings = EngineSettings(data=data, inbound=[self.inbound.name], outbound=self.outbound.name,
+        settings = EngineSettings(data=data, inbound=[r.name for r in self.inbounds], outbound=self.outbound.name,
                                   fsync=fsync, batch=batch, snapshot_every=snapshot_every, cpu=cpu,
-                                  gc_freeze=gc_freeze)
-        self.proc = mp.get_context("spawn").Process(target=engine_main, args=(settings,), daemon=True,
+                                  gc_freeze=gc_freeze, idle_spin_us=idle_spin_us)
+        self.proc = mp.get_context("spawn").Process(target=run_child, args=(engine_main, settings), daemon=True,
                                                     name="microex-engine")
         self.proc.start()
         self.published = -1  # last seq whose BATCH event was seen
@@ -98,7 +116,7 @@ class LocalPipeline:
         if self.proc.is_alive():
             self.proc.kill()
         self.events.close()
-        for ring in (self.inbound, self.outbound):
+        for ring in (*self.inbounds, self.outbound):
             ring.close()
             ring.unlink()
 

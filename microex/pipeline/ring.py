@@ -289,6 +289,10 @@ class RingBuffer:
                     self._wake_consumers(w)
         return self._claimed
 
+    def consumed(self) -> int:
+        """How far every attached consumer has committed (a producer waiting for its records to be done)."""
+        return self._min_gating()
+
     def _min_gating(self) -> int:
         """The slowest attached consumer's Sequence; the cursor itself when none is attached.
 

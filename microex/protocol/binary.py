@@ -230,20 +230,23 @@ class DecodeError(NamedTuple):
 
 
 @njit(cache=True)
-def _scan(buf, pos, sizes, max_frame, expected, check_seq, offs, types, status, seqs):
+def _scan(buf, pos, sizes, max_frame, expected, check_seq, offs, types, status, seqs, runs):
     """Find the frames of buf[pos:]; fill offs/types/status/seqs for each complete frame.
 
-    Returns (frames, position after the last complete frame, closing reason or 0,
-    next expected seq). status is 0 for a good frame, else its ProtocolReason.
+    Returns (frames, runs, position after the last complete frame, closing reason
+    or 0, next expected seq). status is 0 for a good frame, else its ProtocolReason.
+    runs[j] is the first frame of the j-th run: consecutive good frames of one
+    type, or a single bad frame.
     """
     n = buf.shape[0]
     k = 0
+    nruns = 0
     while n - pos >= 2:
         length = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
         if length > max_frame:
-            return k, pos, 63, expected  # FRAME_TOO_LARGE
+            return k, nruns, pos, 63, expected  # FRAME_TOO_LARGE
         if length < 8 or (length & 7) != 0:
-            return k, pos, 64, expected  # BAD_FRAMING
+            return k, nruns, pos, 64, expected  # BAD_FRAMING
         if n - pos < length:
             break
         mtype = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
@@ -258,13 +261,16 @@ def _scan(buf, pos, sizes, max_frame, expected, check_seq, offs, types, status, 
         elif check_seq and seq != expected:
             st = 62  # BAD_SEQUENCE
         expected = (seq + 1) & 0xFFFFFFFF
+        if k == 0 or st != 0 or status[k - 1] != 0 or types[k - 1] != mtype:
+            runs[nruns] = k
+            nruns += 1
         offs[k] = pos
         types[k] = mtype
         status[k] = st
         seqs[k] = seq
         k += 1
         pos += length
-    return k, pos, 0, expected
+    return k, nruns, pos, 0, expected
 
 
 class BinaryDecoder:
@@ -287,6 +293,12 @@ class BinaryDecoder:
         self.closed = False
         self.close_reason: ProtocolReason | None = None
         self._pending = b""
+        self._alloc(64)
+
+    def _alloc(self, frames: int) -> None:
+        """Scan outputs, kept between feeds (a receive buffer of n bytes has at most n/8 frames)."""
+        self._offs, self._types, self._status, self._seqs, self._runs = (
+            np.empty(frames, dtype=np.int64) for _ in range(5))
 
     @property
     def buffered(self) -> int:
@@ -302,29 +314,23 @@ class BinaryDecoder:
             return []
         arr = np.frombuffer(buf, dtype=np.uint8)
         cap = len(buf) // HEADER_SIZE + 1
-        offs = np.empty(cap, dtype=np.int64)
-        types = np.empty(cap, dtype=np.int64)
-        status = np.empty(cap, dtype=np.int64)
-        seqs = np.empty(cap, dtype=np.int64)
-        k, pos, close, self.expected_seq = _scan(arr, 0, self.sizes, self.max_frame, self.expected_seq,
-                                                 self.check_sequence, offs, types, status, seqs)
+        if cap > len(self._offs):
+            self._alloc(cap)
+        offs, types, status, seqs, runs = self._offs, self._types, self._status, self._seqs, self._runs
+        k, nruns, pos, close, self.expected_seq = _scan(arr, 0, self.sizes, self.max_frame, self.expected_seq,
+                                                        self.check_sequence, offs, types, status, seqs, runs)
         items: list[Messages | DecodeError] = []
-        if k:
-            t = types[:k]
-            s = status[:k]
-            cut = np.flatnonzero((t[1:] != t[:-1]) | (s[1:] != 0) | (s[:-1] != 0)) + 1
-            starts = [0, *cut.tolist()]
-            ends = [*cut.tolist(), k]
-            t_l = t[starts].tolist()
-            s_l = s[starts].tolist()
-            o_l = offs[starts].tolist()
-            for a, b, mtype, st, off in zip(starts, ends, t_l, s_l, o_l):
-                if st:
-                    items.append(DecodeError(ProtocolReason(st), mtype, int(seqs[a]), False))
-                else:
-                    mt, dt = _BY_CODE[mtype]
-                    # a raw byte copy (a structured copy would leave the padding bytes uninitialised)
-                    items.append(Messages(mt, arr[off : off + (b - a) * dt.itemsize].copy().view(dt)))
+        for j in range(nruns):
+            a = int(runs[j])
+            b = int(runs[j + 1]) if j + 1 < nruns else k
+            st = int(status[a])
+            if st:
+                items.append(DecodeError(ProtocolReason(st), int(types[a]), int(seqs[a]), False))
+            else:
+                mt, dt = _BY_CODE[int(types[a])]
+                off = int(offs[a])
+                # a raw byte copy (a structured copy would leave the padding bytes uninitialised)
+                items.append(Messages(mt, arr[off : off + (b - a) * dt.itemsize].copy().view(dt)))
         if close:
             self.closed = True
             self.close_reason = ProtocolReason(close)

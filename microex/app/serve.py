@@ -1,0 +1,197 @@
+"""`microex serve`: the venue, wired in one place, stage by stage.
+
+    gateway process 1..N  --inbound ring k-->  engine process  --outbound ring-->  gateways (consumer k)
+    (asyncio on uvloop,                        (sequencer, journal,                 supervisor (consumer 0)
+     binary TCP port, SO_REUSEPORT)             matching core, snapshots)
+
+The supervisor (this process) owns the rings and the child processes:
+1. Data directory: created on first use with the venue config (engine.json fixes
+   the engine's identity); a later start recovers from it and keeps its venue.
+2. Engine process, with inbound ring 0 for the supervisor's own commands and one
+   inbound ring per gateway; outbound consumer 0 is the supervisor.
+3. First start only: the config's deposits and reference prices, as commands
+   through ring 0 (journaled like any order, so they survive restarts).
+4. Gateway processes (each with its disjoint engine order-id range for this run).
+5. Until SIGINT/SIGTERM: drain consumer 0 (it must keep up or it would gate the
+   engine), count commands and events, print a status line.
+6. Stop: gateways first (LOGOUT SHUTDOWN; cancel-on-disconnect cancels reach the
+   engine), then the engine (finishes its batch, syncs the journal, snapshots),
+   then the rings are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from microex.app.serve_config import ServeConfig, demo_config
+from microex.core.config import EngineConfig
+from microex.core.records import COMMAND, Action, EventKind
+from microex.gateway.inprocess import deposit_commands
+from microex.gateway.process import GatewaySettings, gateway_main
+from microex.pipeline.datadir import DataDir, write_atomic
+from microex.pipeline.local import LocalPipeline, run_child
+
+STATUS_EVERY_S = 5.0
+
+
+class Venue:
+    def __init__(self, cfg: ServeConfig, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.console = console or Console()
+        self.stop = False
+        self.pipe: LocalPipeline | None = None
+        self.gateways: list[mp.Process] = []
+        self.commands = self.events = 0
+        self.rejects: dict[int, int] = {}
+
+    def _on_signal(self, *_) -> None:
+        self.stop = True
+
+    # -- start -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.cfg
+        data = DataDir(cfg.data)
+        first = not data.exists()
+        if first:
+            data.create(cfg.venue.engine_config(EngineConfig()), cfg.venue_data)
+        else:
+            _, _, stored = data.load()
+            if stored != cfg.venue_data:
+                self.console.print(f"[yellow]{data.root} was created with another venue config; "
+                                   "serving the one in its engine.json[/]")
+        run = self._next_run(data)
+        self.console.print(f"starting the engine on {data.root} (run {run}) ...")
+        self.pipe = LocalPipeline(str(data.root), fsync=cfg.fsync, snapshot_every=cfg.snapshot_every,
+                                  producers=1 + cfg.gateways, consumers=1 + cfg.gateways,
+                                  idle_spin_us=cfg.engine_spin_us)
+        if first:
+            self._bootstrap()
+        ctx = mp.get_context("spawn")
+        ready = [ctx.Event() for _ in range(cfg.gateways)]
+        for k in range(cfg.gateways):
+            gs = GatewaySettings(gateway_no=k, inbound=self.pipe.inbounds[1 + k].name, outbound=self.pipe.outbound.name,
+                                 consumer_index=1 + k, api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
+                                 heartbeat_ms=cfg.heartbeat_ms, rate_per_s=cfg.rate_per_s, burst=cfg.burst, run=run,
+                                 ack_spin_us=cfg.ack_spin_us)
+            p = ctx.Process(target=run_child, args=(gateway_main, gs, ready[k]), daemon=True, name=f"microex-gateway-{k}")
+            p.start()
+            self.gateways.append(p)
+        deadline = time.monotonic() + 60
+        for k, ev in enumerate(ready):
+            while not ev.wait(0.05):
+                self._drain()
+                if not self.gateways[k].is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"gateway {k} did not start (is port {cfg.bin_port} in use?)")
+
+    def _next_run(self, data: DataDir) -> int:
+        path = data.root / "serve.json"
+        doc = json.loads(path.read_text()) if path.exists() else {"runs": 0}
+        doc["runs"] += 1
+        write_atomic(path, json.dumps(doc).encode())
+        return doc["runs"]
+
+    def _bootstrap(self) -> None:
+        """First start: deposits and reference prices through ring 0, waited for."""
+        cfg = self.cfg
+        ids = cfg.venue.instrument_ids()
+        prices = np.zeros(len(cfg.ref_prices), dtype=COMMAND)
+        prices["ts_ns"] = time.time_ns()
+        prices["action"] = Action.SET_PRICE
+        prices["instrument"] = [ids[s] for s in cfg.ref_prices]
+        prices["price_ticks"] = list(cfg.ref_prices.values())
+        cmds = np.zeros(len(prices) + len(cfg.deposits), dtype=COMMAND)  # zeroed: padding stays zero
+        cmds[: len(prices)] = prices
+        cmds[len(prices):] = deposit_commands(cfg.deposit_triples())
+        if not len(cmds):
+            return
+        target = self.pipe.published + len(cmds)
+        self.pipe.inbound.write(cmds, timeout=30)
+        self.pipe.wait_for(target, on_events=self._count)
+        if self.rejects:
+            raise RuntimeError(f"the engine rejected start-up commands: reasons {self.rejects}")
+
+    # -- run ---------------------------------------------------------------------------------------
+
+    def _count(self, events: np.ndarray) -> None:
+        kinds = events["kind"]
+        batch = kinds == EventKind.BATCH
+        self.commands += int(events["qty_lots"][batch].sum())
+        self.events += len(events) - int(batch.sum())
+        for r in events["reason"][kinds == EventKind.REJECTED].tolist():
+            self.rejects[r] = self.rejects.get(r, 0) + 1
+
+    def _drain(self) -> None:
+        self.pipe.drain(wait=0.02, on_events=self._count)
+
+    def serve_forever(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        last_t, last_c, last_e = time.monotonic(), self.commands, self.events
+        while not self.stop:
+            self._drain()
+            self.pipe.check_alive()
+            for k, g in enumerate(self.gateways):
+                if not g.is_alive():
+                    raise RuntimeError(f"gateway {k} exited (code {g.exitcode})")
+            now = time.monotonic()
+            if now - last_t >= STATUS_EVERY_S:
+                dt = now - last_t
+                self.console.print(f"seq {self.pipe.published:,}  commands {(self.commands - last_c) / dt:,.0f}/s  "
+                                   f"events {(self.events - last_e) / dt:,.0f}/s")
+                last_t, last_c, last_e = now, self.commands, self.events
+
+    def close(self) -> None:
+        for g in self.gateways:
+            if g.is_alive():
+                g.terminate()
+        deadline = time.monotonic() + 10
+        for g in self.gateways:
+            while g.is_alive() and time.monotonic() < deadline:
+                if self.pipe is not None:
+                    self._drain()  # keep the engine unblocked while gateways send their last cancels
+                g.join(0.01)
+            if g.is_alive():
+                g.kill()
+        if self.pipe is not None:
+            self._drain()
+            self.pipe.close()  # the engine snapshots on SIGTERM
+            self.pipe = None
+
+    def banner(self) -> None:
+        cfg, c = self.cfg, self.console
+        venue = cfg.venue
+        c.print(f"[bold]microex venue[/] on {cfg.host}: binary order entry on port {cfg.bin_port} "
+                f"({cfg.gateways} gateway process{'es' if cfg.gateways > 1 else ''}), data in {cfg.data}, "
+                f"fsync={cfg.fsync}")
+        c.print("instruments: " + ", ".join(f"{i}={s}" for s, i in venue.instrument_ids().items()))
+        if cfg.demo:
+            c.print(f"demo accounts (also in {Path(cfg.data) / 'demo-keys.json'}):")
+            for k in cfg.api_keys:
+                c.print(f"  account {k.account:2d}  api_key {k.api_key}  secret {k.secret}")
+        c.print("Ctrl-C stops the venue (a snapshot is taken).")
+
+
+def main(args) -> int:
+    if args.config:
+        cfg = ServeConfig.load(args.config)
+    else:
+        cfg = demo_config(args.data or "microex-data")
+    cfg.override(data=args.data, host=args.host, bin_port=args.bin_port, http_port=args.http_port,
+                 gateways=args.gateways, fsync=args.fsync)
+    venue = Venue(cfg)
+    try:
+        venue.start()
+        venue.banner()
+        venue.serve_forever()
+    finally:
+        venue.close()
+    venue.console.print(f"stopped: {venue.commands:,} commands this run")
+    return 0
