@@ -14,7 +14,11 @@ only moves bytes, keeps futures and runs two timers (heartbeats, reconnect).
   resolves a future or not (fills, IOC remainders...), goes to every
   `on_report` callback, in stream order.
 - Heartbeats: a HEARTBEAT when nothing was sent for heartbeat_ms (LOGIN_ACK);
-  a gateway silent for 3 intervals is a lost connection.
+  a gateway silent for 3 intervals is a lost connection. So is a PROTOCOL_ERROR
+  (the gateway skipped one of our frames, which will never be answered) and a
+  frame from the gateway that cannot be resynced.
+- `*_nowait` calls never block; pipelining callers `await drain()` now and then
+  (the transport's high-water mark) so memory stays bounded.
 - Reconnect: when the connection drops and `close()` was not called, pending
   futures fail with ConnectionError (the client cannot know their outcome),
   and with reconnect=True the client reconnects with exponential back-off and
@@ -31,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -137,7 +140,7 @@ class Client:
         self._link: _Link | None = None  # the logged-in connection, if any
         self._next_cid = 1
         self._callbacks: list[ReportCallback] = []
-        self._pending: dict[int, deque[_Pending]] = {}
+        self._pending: dict[int, list[_Pending]] = {}  # per client id, oldest first
         self._closing = False
         self._closed = False  # for good: close() or a failed re-login
         self._connected = asyncio.Event()
@@ -300,7 +303,7 @@ class Client:
         entry = _Pending(request, asyncio.get_running_loop().create_future())
         q = self._pending.get(cid)
         if q is None:
-            q = self._pending[cid] = deque()
+            q = self._pending[cid] = []
         q.append(entry)
         return entry.future
 
@@ -317,8 +320,9 @@ class Client:
         """Send a NEW_ORDER; returns its EXEC_ACCEPTED or EXEC_REJECTED report."""
         link = self._live()
         cid = self._take_cid(client_order_id)
-        fut = self._expect(cid, MsgType.NEW_ORDER)
-        link.transport.write(link.proto.new_order(cid, instrument, side, price_ticks, qty_lots, ord_type, tif, flags))
+        data = link.proto.new_order(cid, instrument, side, price_ticks, qty_lots, ord_type, tif, flags)
+        fut = self._expect(cid, MsgType.NEW_ORDER)  # after encoding: a ValueError leaves nothing pending
+        link.transport.write(data)
         return await fut
 
     def place_batch_nowait(self, orders: np.ndarray) -> np.ndarray:
@@ -338,15 +342,17 @@ class Client:
     async def cancel(self, client_order_id: int) -> ExecReport:
         """Send a CANCEL; returns the EXEC_CANCELLED or EXEC_REJECTED report for that id."""
         link = self._live()
+        data = link.proto.cancel(client_order_id)
         fut = self._expect(client_order_id, MsgType.CANCEL)
-        link.transport.write(link.proto.cancel(client_order_id))
+        link.transport.write(data)
         return await fut
 
     async def modify(self, client_order_id: int, price_ticks: int, qty_lots: int) -> ExecReport:
         """Send a MODIFY (new price, new leaves); returns the EXEC_MODIFIED or EXEC_REJECTED report."""
         link = self._live()
+        data = link.proto.modify(client_order_id, price_ticks, qty_lots)
         fut = self._expect(client_order_id, MsgType.MODIFY)
-        link.transport.write(link.proto.modify(client_order_id, price_ticks, qty_lots))
+        link.transport.write(data)
         return await fut
 
     def cancel_nowait(self, client_order_id: int) -> None:

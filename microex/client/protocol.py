@@ -225,8 +225,12 @@ class ClientProtocol:
     def _pack(self, msg_type: MsgType, *body) -> bytes:
         self._check(msg_type)
         seq = self.encoder.next_seq  # the FrameEncoder keeps the count for every frame type
+        try:
+            data = _PACKERS[msg_type].pack(DTYPES[msg_type].itemsize, msg_type, seq & 0xFFFFFFFF, *body)
+        except struct.error as e:  # nothing sent, no seq used
+            raise ValueError(f"{msg_type.name}: a field is out of its range ({e})") from None
         self.encoder.next_seq = seq + 1
-        return self._sent(_PACKERS[msg_type].pack(DTYPES[msg_type].itemsize, msg_type, seq & 0xFFFFFFFF, *body))
+        return self._sent(data)
 
     def login(self, api_key: bytes, cancel_on_disconnect: bool = False) -> bytes:
         self._check(MsgType.LOGIN)

@@ -144,6 +144,18 @@ def test_sends_are_checked_against_the_state(venue):
         ClientProtocol().login(b"k" * 33)
 
 
+def test_a_value_out_of_range_raises_and_uses_no_seq(venue):
+    c = venue.logged_in(1, b"alice-key")
+    seq = c.next_seq
+    with pytest.raises(ValueError):
+        c.new_order(1, 1, 300, 100, 1)  # side is a u8
+    with pytest.raises(ValueError):
+        c.cancel(-1)  # client ids are u64
+    assert c.next_seq == seq
+    [ack] = venue.send(1, c.new_order(1, 1, Side.BUY, 100, 1))[1]  # numbering intact: no BAD_SEQUENCE
+    assert ack.kind == MsgType.EXEC_ACCEPTED
+
+
 def test_logout_round_trip(venue):
     c = venue.logged_in(1, b"alice-key")
     data = c.logout()
