@@ -1,0 +1,230 @@
+"""`microex bench gateway`: order -> ack latency and the maximum order rate through `microex serve`.
+
+Rows
+- gateway.order_to_ack.rate_<N>      N orders/s for --seconds: latency from each order's
+                                     scheduled send time to its EXEC_ACCEPTED (p50, p99,
+                                     p99.9; no coordinated omission, see perf/loadgen.py)
+- gateway.order_to_ack.rate_<N>.fsync_batch
+                                     the same at the lowest rate with the journal synced to
+                                     disk before any event leaves the engine
+- gateway.max_rate                   orders/s acknowledged with pipelining (a window of
+                                     unacknowledged orders), median of --runs
+Every row names the CPU the load generator used (cpu share of one core) and the venue's
+processes used, read from /proc, so a saturated load generator shows.
+
+The venue is a real `microex serve` subprocess (engine process + one gateway process) on
+a fresh data directory, with a bench config (one instrument, two funded accounts, rate
+limit off); the load generator is another process, connected over loopback.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from microex.perf.loadgen import loadgen_main
+from microex.perf.results import print_rows, write_results
+
+RATES = (10_000, 50_000, 100_000)
+KEYS = (b"bench-key-account-1", b"bench-key-account-2")
+TARGET_P50_NS, TARGET_P99_NS, TARGET_RATE = 40_000, 100_000, 500_000
+
+BENCH_CONFIG = """
+[serve]
+fsync = "{fsync}"
+rate_per_s = 1e9
+snapshot_every = 0
+engine_spin_us = {engine_spin_us}
+ack_spin_us = {ack_spin_us}
+
+[venue]
+max_accounts = 10
+default_max_open_orders = 0
+
+[[instrument]]
+symbol = "BENCH"
+base = "B"
+quote = "Q"
+maker_fee_bps = 1
+taker_fee_bps = 2
+
+[[account]]
+id = 1
+api_key = "{k1}"
+deposit = {{ B = 1000000000000000, Q = 1000000000000000 }}
+
+[[account]]
+id = 2
+api_key = "{k2}"
+deposit = {{ B = 1000000000000000, Q = 1000000000000000 }}
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--rates", default=",".join(str(r) for r in RATES), help="orders/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long each fixed rate runs")
+    parser.add_argument("--max-orders", type=int, default=1_000_000, help="orders per max-rate run")
+    parser.add_argument("--runs", type=int, default=3, help="max-rate runs (median)")
+    parser.add_argument("--no-fsync-row", action="store_true", help="skip the fsync=batch latency row")
+    parser.add_argument("--port", type=int, default=0, help="binary port (default: a free one)")
+    parser.add_argument("--engine-spin-us", type=int, default=500, help="[serve] engine_spin_us of the venue")
+    parser.add_argument("--ack-spin-us", type=int, default=200, help="[serve] ack_spin_us of the venue")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process and its children, seconds (from /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class BenchVenue:
+    """`microex serve` with the bench config, in a subprocess."""
+
+    def __init__(self, fsync: str, port: int, engine_spin_us: int, ack_spin_us: int) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="mx-gwbench-"))
+        cfg = self.root / "bench.toml"
+        cfg.write_text(BENCH_CONFIG.format(fsync=fsync, k1=KEYS[0].decode(), k2=KEYS[1].decode(),
+                                          engine_spin_us=engine_spin_us, ack_spin_us=ack_spin_us))
+        self.port = port or _free_port()
+        self.log = open(self.root / "serve.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--config", str(cfg),
+                                      "--data", str(self.root / "data"), "--bin-port", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"microex serve exited: {(self.root / 'serve.log').read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("microex serve did not open its port") from None
+                time.sleep(0.2)
+
+    def cpu_s(self) -> float:
+        return _proc_cpu_s(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    here, there = ctx.Pipe()
+    proc = ctx.Process(target=loadgen_main, args=(there, "127.0.0.1", venue.port, KEYS, plan),
+                       name="microex-loadgen")
+    proc.start()
+    results = []
+    for _ in plan:
+        cpu0 = venue.cpu_s()
+        res = here.recv()
+        res["venue_cpu_s"] = venue.cpu_s() - cpu0
+        if "error" in res:
+            proc.join(5)
+            raise RuntimeError(f"load generator: {res['error']}")
+        results.append(res)
+        progress.advance(task)
+    proc.join(30)
+    return results
+
+
+def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float) -> dict:
+    lat = res["latency_ns"]
+    warm = len(lat) // 10  # the first tenth warms caches and the TCP path
+    lat = lat[warm:]
+    p50, p99, p999 = (float(v) for v in np.percentile(lat, [50, 99, 99.9]))
+    met = p50 <= TARGET_P50_NS and p99 <= TARGET_P99_NS
+    return {
+        "name": name,
+        "workload": f"{rate:,} orders/s for {seconds:g} s over loopback (2 sessions, buy/sell pairs that trade), "
+                    f"journal fsync={fsync}; latency = ack receive time - scheduled send time (no coordinated "
+                    f"omission), first 10% dropped; load generator CPU {res['cpu_s'] / res['wall_s']:.0%} of a "
+                    f"core, venue processes {res['venue_cpu_s'] / res['wall_s']:.0%}; target p50 <= 40 µs and "
+                    f"p99 <= 100 µs at 50k/s: {'met' if met else 'not met'} at this rate",
+        "ops_per_s": float(rate), "mean_ns": float(lat.mean()), "p50_ns": p50, "p99_ns": p99, "p999_ns": p999,
+        "loadgen_cpu": res["cpu_s"] / res["wall_s"], "venue_cpu": res["venue_cpu_s"] / res["wall_s"],
+        "rejects": res["rejects"],
+    }
+
+
+def main(args) -> int:
+    console = Console(stderr=True)
+    rates = [int(r) for r in args.rates.split(",") if r]
+    plan = [{"mode": "fixed", "rate": r, "count": int(r * args.seconds)} for r in rates]
+    max_plan = [{"mode": "max", "count": args.max_orders} for _ in range(args.runs)]
+    rows = []
+    with Progress(console=console) as progress:
+        task = progress.add_task("gateway bench", total=len(plan) + len(max_plan) + (0 if args.no_fsync_row else 1))
+        venue = BenchVenue("none", args.port, args.engine_spin_us, args.ack_spin_us)
+        try:
+            fixed = _run_plan(venue, plan, progress, task)
+            maxed = _run_plan(venue, max_plan, progress, task)
+        finally:
+            venue.close()
+        for r, res in zip(rates, fixed):
+            rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}", r, res, "none", args.seconds))
+        rates_s = [m["orders"] / m["wall_s"] for m in maxed]
+        best = statistics.median(rates_s)
+        mid = maxed[rates_s.index(sorted(rates_s)[len(rates_s) // 2])]
+        rows.append({
+            "name": "gateway.max_rate",
+            "workload": f"{args.max_orders:,} orders as fast as acknowledged, pipelined (at most 8,192 "
+                        f"unacknowledged), 2 sessions, 1 gateway process, journal fsync=none; median of "
+                        f"{args.runs}; load generator CPU {mid['cpu_s'] / mid['wall_s']:.0%} of a core, venue "
+                        f"processes {mid['venue_cpu_s'] / mid['wall_s']:.0%}; target >= 500k/s: "
+                        f"{'met' if best >= TARGET_RATE else 'not met'}",
+            "ops_per_s": best, "ns_per_op": 1e9 / best, "runs_ops_per_s": rates_s,
+            "loadgen_cpu": mid["cpu_s"] / mid["wall_s"], "venue_cpu": mid["venue_cpu_s"] / mid["wall_s"],
+        })
+        if not args.no_fsync_row:
+            r = rates[0]
+            venue = BenchVenue("batch", args.port, args.engine_spin_us, args.ack_spin_us)
+            try:
+                [res] = _run_plan(venue, [{"mode": "fixed", "rate": r, "count": int(r * args.seconds)}],
+                                  progress, task)
+            finally:
+                venue.close()
+            rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}.fsync_batch", r, res, "batch", args.seconds))
+    print_rows(rows)
+    out = write_results(rows, args.json, "gateway")
+    console.print(f"results written to {out}")
+    return 0
