@@ -69,13 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--seed", type=int, default=1)
     bc.add_argument("--input", help="also time a conformance-format CSV stream")
     bc.add_argument("--no-startup", action="store_true", help="skip the `microex match` start-up timing")
-    from microex.perf import indicators_bench, journal_bench, pipeline_bench, ring_bench
+    from microex.perf import gateway_bench, indicators_bench, journal_bench, pipeline_bench, ring_bench
 
     ring_bench.add_arguments(bsub.add_parser("ring", help="ring.transfer and ring.pingpong vs multiprocessing"))
     indicators_bench.add_arguments(bsub.add_parser("indicators", help="indicators.<name>.stream and .batch "
                                                                     "beside TA-Lib"))
     journal_bench.add_arguments(bsub.add_parser("journal", help="journal.append per fsync policy, journal.replay"))
     pipeline_bench.add_arguments(bsub.add_parser("pipeline", help="pipeline.throughput per fsync policy"))
+    gateway_bench.add_arguments(bsub.add_parser("gateway", help="gateway.order_to_ack latency at fixed rates, "
+                                                            "gateway.max_rate, through microex serve"))
     br = bsub.add_parser("report", help="docs/BENCHMARKS.md and a plot from bench/results/*.json")
     br.add_argument("--results", default="bench/results")
     br.add_argument("--out", default="docs/BENCHMARKS.md")
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         from microex.perf.core_bench import main as bench_main
 
         return bench_main(args)
-    if args.command == "bench" and args.suite in ("ring", "journal", "pipeline", "indicators"):
+    if args.command == "bench" and args.suite in ("ring", "journal", "pipeline", "gateway", "indicators"):
         import importlib
 
         return importlib.import_module(f"microex.perf.{args.suite}_bench").main(args)

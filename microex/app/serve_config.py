@@ -23,7 +23,7 @@ from microex.core.venue import VenueConfig
 
 _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "heartbeat_ms", "rate_per_s", "burst",
                "snapshot_every",
-               "engine_spin_us", "ack_spin_us"}
+               "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
 _INSTRUMENT_EDGE_KEYS = ("ref_price",)
 DEMO_ACCOUNTS = 10
@@ -57,7 +57,11 @@ class ServeConfig:
     # gateway for its reports after sending commands, before sleeping in the kernel
     # (a wake-up costs tens of µs on a VM; a poll under one).
     engine_spin_us: int = 500
-    ack_spin_us: int = 200
+    ack_spin_us: int = 0
+    # Pinning (None: the OS places them). On a VM waking an idle vCPU costs ~100 µs, so a
+    # latency-minded setup gives the engine its own core and spins it.
+    engine_cpu: int | None = None
+    gateway_cpus: list[int] | None = None  # gateway k runs on gateway_cpus[k % len]
     demo: bool = False
 
     @property

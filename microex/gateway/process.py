@@ -44,7 +44,7 @@ class GatewaySettings:
     heartbeat_ms: int = 1000
     rate_per_s: float = 10_000.0
     burst: float | None = None
-    ack_spin_us: int = 200  # see RingEngineLink
+    ack_spin_us: int = 0  # see RingEngineLink
     run: int = 1  # how many times the venue has started on this data dir
     cpu: int | None = None
 

@@ -49,6 +49,7 @@ rate_per_s = 1e9
 snapshot_every = 0
 engine_spin_us = {engine_spin_us}
 ack_spin_us = {ack_spin_us}
+{pinning}
 
 [venue]
 max_accounts = 10
@@ -82,7 +83,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-fsync-row", action="store_true", help="skip the fsync=batch latency row")
     parser.add_argument("--port", type=int, default=0, help="binary port (default: a free one)")
     parser.add_argument("--engine-spin-us", type=int, default=500, help="[serve] engine_spin_us of the venue")
-    parser.add_argument("--ack-spin-us", type=int, default=200, help="[serve] ack_spin_us of the venue")
+    parser.add_argument("--ack-spin-us", type=int, default=0, help="[serve] ack_spin_us of the venue")
+    parser.add_argument("--engine-cpu", type=int, help="pin the engine process to this CPU")
+    parser.add_argument("--gateway-cpu", type=int, help="pin the gateway process to this CPU")
+    parser.add_argument("--loadgen-cpu", type=int, help="pin the load generator to this CPU")
+
+
+def _pinning(engine_cpu: int | None, gateway_cpu: int | None) -> str:
+    lines = []
+    if engine_cpu is not None:
+        lines.append(f"engine_cpu = {engine_cpu}")
+    if gateway_cpu is not None:
+        lines.append(f"gateway_cpus = [{gateway_cpu}]")
+    return "\n".join(lines)
 
 
 def _free_port() -> int:
@@ -112,11 +125,13 @@ def _proc_cpu_s(pid: int) -> float:
 class BenchVenue:
     """`microex serve` with the bench config, in a subprocess."""
 
-    def __init__(self, fsync: str, port: int, engine_spin_us: int, ack_spin_us: int) -> None:
+    def __init__(self, fsync: str, port: int, engine_spin_us: int, ack_spin_us: int,
+                 engine_cpu: int | None = None, gateway_cpu: int | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mx-gwbench-"))
         cfg = self.root / "bench.toml"
         cfg.write_text(BENCH_CONFIG.format(fsync=fsync, k1=KEYS[0].decode(), k2=KEYS[1].decode(),
-                                          engine_spin_us=engine_spin_us, ack_spin_us=ack_spin_us))
+                                          engine_spin_us=engine_spin_us, ack_spin_us=ack_spin_us,
+                                          pinning=_pinning(engine_cpu, gateway_cpu)))
         self.port = port or _free_port()
         self.log = open(self.root / "serve.log", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--config", str(cfg),
@@ -147,10 +162,10 @@ class BenchVenue:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task) -> list[dict]:
+def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task, cpu: int | None) -> list[dict]:
     ctx = mp.get_context("spawn")
     here, there = ctx.Pipe()
-    proc = ctx.Process(target=loadgen_main, args=(there, "127.0.0.1", venue.port, KEYS, plan),
+    proc = ctx.Process(target=loadgen_main, args=(there, "127.0.0.1", venue.port, KEYS, plan, cpu),
                        name="microex-loadgen")
     proc.start()
     results = []
@@ -194,10 +209,10 @@ def main(args) -> int:
     rows = []
     with Progress(console=console) as progress:
         task = progress.add_task("gateway bench", total=len(plan) + len(max_plan) + (0 if args.no_fsync_row else 1))
-        venue = BenchVenue("none", args.port, args.engine_spin_us, args.ack_spin_us)
+        venue = BenchVenue("none", args.port, args.engine_spin_us, args.ack_spin_us, args.engine_cpu, args.gateway_cpu)
         try:
-            fixed = _run_plan(venue, plan, progress, task)
-            maxed = _run_plan(venue, max_plan, progress, task)
+            fixed = _run_plan(venue, plan, progress, task, args.loadgen_cpu)
+            maxed = _run_plan(venue, max_plan, progress, task, args.loadgen_cpu)
         finally:
             venue.close()
         for r, res in zip(rates, fixed):
@@ -217,10 +232,11 @@ def main(args) -> int:
         })
         if not args.no_fsync_row:
             r = rates[0]
-            venue = BenchVenue("batch", args.port, args.engine_spin_us, args.ack_spin_us)
+            venue = BenchVenue("batch", args.port, args.engine_spin_us, args.ack_spin_us, args.engine_cpu,
+                               args.gateway_cpu)
             try:
                 [res] = _run_plan(venue, [{"mode": "fixed", "rate": r, "count": int(r * args.seconds)}],
-                                  progress, task)
+                                  progress, task, args.loadgen_cpu)
             finally:
                 venue.close()
             rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}.fsync_batch", r, res, "batch", args.seconds))

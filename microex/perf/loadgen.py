@@ -24,6 +24,7 @@ How it works
 from __future__ import annotations
 
 import ctypes
+import os
 import select
 import socket
 import time
@@ -233,8 +234,11 @@ def run_max_rate(host: str, port: int, keys: tuple[bytes, bytes], count: int, fi
     return {"orders": count, "wall_s": wall, "cpu_s": cpu, "rejects": rejects}
 
 
-def loadgen_main(conn, host: str, port: int, keys: tuple[bytes, bytes], plan: list[dict]) -> None:
+def loadgen_main(conn, host: str, port: int, keys: tuple[bytes, bytes], plan: list[dict],
+                 cpu: int | None = None) -> None:
     """Process entry point: run each step of `plan`, send each result back over `conn` (a Pipe end)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     cid = 1
     try:
         ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, 1)  # select() timeouts to the µs, not +50 µs

@@ -95,6 +95,7 @@ class EngineLoop:
         out.write(marker)
         since_snapshot = 0
         busy = False
+        idle_sync = journal.policy.mode == "interval"  # batch synced at append; none never syncs
         if s.gc_freeze:
             gc.collect()
             gc.freeze()  # everything built so far is permanent: the loop allocates no Python objects per event
@@ -104,7 +105,8 @@ class EngineLoop:
                 for c in consumers:
                     n += c.poll_into(cmds[n:], s.batch - n)
                 if n == 0:
-                    journal.sync()  # interval:N syncs at appends; when idle, catch up now
+                    if idle_sync:
+                        journal.sync()  # interval:N syncs at appends; when idle, catch up now
                     wait_any(consumers, IDLE_TIMEOUT_S, s.idle_spin_us * 1e-6 if busy else 0.0)
                     busy = False  # spin once after activity, not every idle period
                     if self.snapshot_requested:
