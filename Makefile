@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/microex bench ring
 	$(BIN)/microex bench journal
 	$(BIN)/microex bench pipeline
+	$(BIN)/microex bench gateway
 	$(BIN)/microex bench indicators
 	$(BIN)/microex bench report
 

@@ -9,6 +9,11 @@ Rows
                                      disk before any event leaves the engine
 - gateway.max_rate                   orders/s acknowledged with pipelining (a window of
                                      unacknowledged orders), median of --runs
+- gateway.cold.idle_<us>              the gateway's read path (in-process engine, no sockets) called
+                                     back to back and after idling 100 µs / 1 ms
+- gateway.baseline.<kind>.rate_<N>   the same load against less than a venue (perf/baseline_venues.py):
+                                     `echo` (the floor of TCP + a Python event loop here) and
+                                     `inprocess` (gateway + compiled core in one process)
 Every row names the CPU the load generator used (cpu share of one core) and the venue's
 processes used, read from /proc, so a saturated load generator shows.
 
@@ -35,12 +40,17 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from microex.perf.baseline_venues import baseline_main
 from microex.perf.loadgen import loadgen_main
-from microex.perf.results import print_rows, write_results
+from microex.perf.results import latency_fields, print_rows, write_results
 
 RATES = (10_000, 50_000, 100_000)
 KEYS = (b"bench-key-account-1", b"bench-key-account-2")
 TARGET_P50_NS, TARGET_P99_NS, TARGET_RATE = 40_000, 100_000, 500_000
+BASELINES = {
+    "echo": "baseline: a uvloop server that acks each order with struct and nothing else (the machine's floor)",
+    "inprocess": "baseline: the gateway server over an in-process engine (no rings, engine process or journal)",
+}
 
 BENCH_CONFIG = """
 [serve]
@@ -81,6 +91,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-orders", type=int, default=1_000_000, help="orders per max-rate run")
     parser.add_argument("--runs", type=int, default=3, help="max-rate runs (median)")
     parser.add_argument("--no-fsync-row", action="store_true", help="skip the fsync=batch latency row")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the echo and in-process baselines")
     parser.add_argument("--port", type=int, default=0, help="binary port (default: a free one)")
     parser.add_argument("--engine-spin-us", type=int, default=500, help="[serve] engine_spin_us of the venue")
     parser.add_argument("--ack-spin-us", type=int, default=0, help="[serve] ack_spin_us of the venue")
@@ -162,6 +173,29 @@ class BenchVenue:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class BaselineVenue:
+    """A perf/baseline_venues.py server in its own process (same interface as BenchVenue)."""
+
+    def __init__(self, kind: str) -> None:
+        ctx = mp.get_context("spawn")
+        here, there = ctx.Pipe()
+        self.stop = ctx.Event()
+        self.proc = ctx.Process(target=baseline_main, args=(kind, KEYS, there, self.stop), name=f"baseline-{kind}")
+        self.proc.start()
+        if not here.poll(120):
+            raise TimeoutError(f"the {kind} baseline did not start")
+        self.port = here.recv()
+
+    def cpu_s(self) -> float:
+        return _proc_cpu_s(self.proc.pid)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
 def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task, cpu: int | None) -> list[dict]:
     ctx = mp.get_context("spawn")
     here, there = ctx.Pipe()
@@ -182,7 +216,60 @@ def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task, cpu
     return results
 
 
-def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float) -> dict:
+class _NullTransport:
+    def write(self, data) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _cold_rows(orders: int = 2000) -> list[dict]:
+    """gateway.cold.idle_<us>: one read's work (session, codec, in-process core, reports) after idling.
+
+    The gateway server's `_received` is called directly (no sockets) with one NEW_ORDER,
+    back to back and after sleeping 100 µs and 1 ms: on a VM an idle process runs its
+    first microseconds slower (cold caches, a halted vCPU), which is most of the gap
+    between the back-to-back cost and the loopback latency at low rates."""
+    from microex.gateway.inprocess import InProcessVenue
+    from microex.protocol.binary import PROTOCOL_VERSION, FrameEncoder, MsgType
+
+    venue = InProcessVenue({KEYS[0]: 1}, rate_per_s=1e9)
+    server = venue.server
+    venue.link.start(None, server.on_events)
+    conn = type("Conn", (), {})()
+    conn.conn_id, conn.transport = 1, _NullTransport()
+    server._connected(conn)
+    enc = FrameEncoder()
+    server._received(conn, enc.message(MsgType.LOGIN, api_key=KEYS[0], flags=0, version=PROTOCOL_VERSION))
+    rows, cid = [], 1
+    for gap_us in (0, 100, 1000):
+        samples = np.zeros(orders, dtype=np.int64)
+        for i in range(orders):
+            msg = enc.message(MsgType.NEW_ORDER, client_order_id=cid, price_ticks=1000, qty_lots=1, instrument=1,
+                              side=1 + i % 2, ord_type=1, tif=1)
+            cid += 1
+            if gap_us:
+                time.sleep(gap_us * 1e-6)
+            t = time.perf_counter_ns()
+            server._received(conn, msg)
+            samples[i] = time.perf_counter_ns() - t
+        samples = samples[orders // 10:]
+        rows.append({"name": f"gateway.cold.idle_{gap_us}us",
+                     "workload": f"one NEW_ORDER through the gateway server's read path with an in-process engine "
+                                 f"(buy/sell alternating: every second one trades), called directly after "
+                                 f"idling {gap_us} µs; {orders} calls, first 10% dropped",
+                     **latency_fields(samples)})
+    return rows
+
+
+def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, what: str = "") -> dict:
     lat = res["latency_ns"]
     warm = len(lat) // 10  # the first tenth warms caches and the TCP path
     lat = lat[warm:]
@@ -190,8 +277,8 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float) ->
     met = p50 <= TARGET_P50_NS and p99 <= TARGET_P99_NS
     return {
         "name": name,
-        "workload": f"{rate:,} orders/s for {seconds:g} s over loopback (2 sessions, buy/sell pairs that trade), "
-                    f"journal fsync={fsync}; latency = ack receive time - scheduled send time (no coordinated "
+        "workload": f"{what or 'microex serve'}: {rate:,} orders/s for {seconds:g} s over loopback (2 sessions, "
+                    f"buy/sell pairs that trade), journal fsync={fsync}; latency = ack receive time - scheduled send time (no coordinated "
                     f"omission), first 10% dropped; load generator CPU {res['cpu_s'] / res['wall_s']:.0%} of a "
                     f"core, venue processes {res['venue_cpu_s'] / res['wall_s']:.0%}; target p50 <= 40 µs and "
                     f"p99 <= 100 µs at 50k/s: {'met' if met else 'not met'} at this rate",
@@ -208,7 +295,8 @@ def main(args) -> int:
     max_plan = [{"mode": "max", "count": args.max_orders} for _ in range(args.runs)]
     rows = []
     with Progress(console=console) as progress:
-        task = progress.add_task("gateway bench", total=len(plan) + len(max_plan) + (0 if args.no_fsync_row else 1))
+        total = len(plan) * (1 + (0 if args.no_baselines else len(BASELINES))) + len(max_plan)
+        task = progress.add_task("gateway bench", total=total + (0 if args.no_fsync_row else 1))
         venue = BenchVenue("none", args.port, args.engine_spin_us, args.ack_spin_us, args.engine_cpu, args.gateway_cpu)
         try:
             fixed = _run_plan(venue, plan, progress, task, args.loadgen_cpu)
@@ -240,6 +328,17 @@ def main(args) -> int:
             finally:
                 venue.close()
             rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}.fsync_batch", r, res, "batch", args.seconds))
+        if not args.no_baselines:
+            rows.extend(_cold_rows())
+            for kind, what in BASELINES.items():
+                venue = BaselineVenue(kind)
+                try:
+                    results = _run_plan(venue, plan, progress, task, args.loadgen_cpu)
+                finally:
+                    venue.close()
+                for r, res in zip(rates, results):
+                    rows.append(_latency_row(f"gateway.baseline.{kind}.rate_{r}", r, res, "none (no journal)",
+                                             args.seconds, what))
     print_rows(rows)
     out = write_results(rows, args.json, "gateway")
     console.print(f"results written to {out}")

@@ -1,0 +1,71 @@
+"""Baselines for `microex bench gateway`: the same load generator against less than a venue.
+
+- `echo`: a uvloop server that answers every NEW_ORDER with an EXEC_ACCEPTED built
+  with `struct`, and nothing else: the floor of "TCP -> a Python event loop -> TCP"
+  on this machine (wake-ups, syscalls, the loop), with no sessions and no engine.
+- `inprocess`: microex's gateway server over an in-process MatchingEngine
+  (`InProcessVenue`): sessions, codec and the compiled core, without the rings,
+  the engine process and the journal.
+The full venue minus `inprocess` is what the pipeline hop costs; `inprocess` minus
+`echo` is what the gateway's and the core's Python costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+_HEAD = struct.Struct("<HH")
+_LOGIN_ACK = struct.Struct("<HHIiIq")
+_ACCEPTED = struct.Struct("<HHIQqiBBHqqq")
+
+
+class _EchoAcks(asyncio.Protocol):
+    def connection_made(self, transport) -> None:
+        self.transport, self.seq, self.buf = transport, 1, b""
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        data = self.buf + data
+        out, pos = [], 0
+        while len(data) - pos >= 8:
+            length, msg_type = _HEAD.unpack_from(data, pos)
+            if length < 8 or len(data) - pos < length:
+                break
+            if msg_type == 3:  # LOGIN
+                out.append(_LOGIN_ACK.pack(24, 16, self.seq, 1, 1000, 1))
+                self.seq += 1
+            elif msg_type == 4:  # NEW_ORDER -> EXEC_ACCEPTED with its client order id
+                cid = struct.unpack_from("<Q", data, pos + 8)[0]
+                out.append(_ACCEPTED.pack(56, 32, self.seq, cid, 0, 1, 1, 0, 0, 1, 1, 1))
+                self.seq += 1
+            pos += length
+        self.buf = data[pos:]
+        if out:
+            self.transport.write(b"".join(out))
+
+
+async def _serve(kind: str, keys: tuple[bytes, bytes], port_conn, stop) -> None:
+    loop = asyncio.get_running_loop()
+    if kind == "echo":
+        server = await loop.create_server(_EchoAcks, "127.0.0.1", 0)
+        port_conn.send(server.sockets[0].getsockname()[1])
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        server.close()
+        return
+    from microex.gateway.inprocess import InProcessVenue
+
+    venue = InProcessVenue({keys[0]: 1, keys[1]: 2}, rate_per_s=1e9)
+    async with venue:
+        port_conn.send(venue.port)
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+
+
+def baseline_main(kind: str, keys: tuple[bytes, bytes], port_conn, stop) -> None:
+    """Process entry point: serve until `stop` (an Event) is set; the port goes back over `port_conn`."""
+    import uvloop
+
+    uvloop.run(_serve(kind, keys, port_conn, stop))
