@@ -72,7 +72,8 @@ class Venue:
         self.console.print(f"starting the engine on {data.root} (run {run}) ...")
         self.pipe = LocalPipeline(str(data.root), fsync=cfg.fsync, snapshot_every=cfg.snapshot_every,
                                   producers=1 + cfg.gateways, consumers=1 + cfg.gateways,
-                                  idle_spin_us=cfg.engine_spin_us, cpu=cfg.engine_cpu)
+                                  idle_spin_us=-1 if cfg.busy_poll else cfg.engine_spin_us,
+                                  cpu=cfg.engine_cpu)
         if first:
             self._bootstrap()
         ctx = mp.get_context("spawn")
@@ -81,7 +82,7 @@ class Venue:
             gs = GatewaySettings(gateway_no=k, inbound=self.pipe.inbounds[1 + k].name, outbound=self.pipe.outbound.name,
                                  consumer_index=1 + k, api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
                                  heartbeat_ms=cfg.heartbeat_ms, rate_per_s=cfg.rate_per_s, burst=cfg.burst, run=run,
-                                 ack_spin_us=cfg.ack_spin_us,
+                                 ack_spin_us=cfg.ack_spin_us, busy_poll=cfg.busy_poll,
                                  cpu=cfg.gateway_cpus[k % len(cfg.gateway_cpus)] if cfg.gateway_cpus else None)
             p = ctx.Process(target=run_child, args=(gateway_main, gs, ready[k]), daemon=True, name=f"microex-gateway-{k}")
             p.start()

@@ -45,6 +45,7 @@ class GatewaySettings:
     rate_per_s: float = 10_000.0
     burst: float | None = None
     ack_spin_us: int = 0  # see RingEngineLink
+    busy_poll: bool = False  # see GatewayServer
     run: int = 1  # how many times the venue has started on this data dir
     cpu: int | None = None
 
@@ -59,7 +60,7 @@ async def serve_gateway(settings: GatewaySettings, ready=None) -> None:
                                first_order_id=first_order_id(s.run, s.gateway_no),
                                first_session_id=first_session_id(s.gateway_no))
     link = RingEngineLink(s.inbound, s.outbound, s.consumer_index, ack_spin_us=s.ack_spin_us)
-    server = GatewayServer(sessions, link)
+    server = GatewayServer(sessions, link, busy_poll=s.busy_poll)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,9 @@ How it works
   engine publishes them; `GatewaySessions.on_events` turns them into execution
   reports per connection, written with one `transport.write` each.
 - A timer (every `timer_s`) drives heartbeats and idle timeouts (`on_timer`).
+- `busy_poll`: a task keeps the loop turning (each turn polls epoll with a zero
+  timeout, pumps the link and yields the core to any runnable process), so the
+  process never sleeps: no wake-up latency, a core's worth of CPU.
 - A connection whose unsent output passes `max_write_buffer` bytes does not read
   its reports: it is told SLOW_CONSUMER and closed (its orders are cancelled if
   it asked for cancel-on-disconnect), so one slow client never grows the
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import os
 import socket
 from collections.abc import Callable, Hashable
 from typing import Protocol
@@ -70,7 +74,9 @@ class _Connection(asyncio.Protocol):
 
 class GatewayServer:
     def __init__(self, sessions: GatewaySessions, link: EngineLink, *, timer_s: float = 0.1,
-                 max_write_buffer: int = MAX_WRITE_BUFFER) -> None:
+                 max_write_buffer: int = MAX_WRITE_BUFFER, busy_poll: bool = False) -> None:
+        self.busy_poll = busy_poll
+        self._spinner: asyncio.Task | None = None
         self.sessions = sessions
         self.link = link
         self.timer_s = timer_s
@@ -91,6 +97,8 @@ class GatewayServer:
         self._servers.append(server)
         if self._timer is None:
             self._timer = loop.create_task(self._tick())
+            if self.busy_poll:
+                self._spinner = loop.create_task(self._spin())
         return server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -99,6 +107,8 @@ class GatewayServer:
             server.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._spinner is not None:
+            self._spinner.cancel()
         self._deliver(*self.sessions.on_shutdown())
         await asyncio.sleep(0)  # let the transports flush what they can and run connection_lost
         for server in self._servers:
@@ -160,3 +170,12 @@ class GatewayServer:
         while True:
             await asyncio.sleep(self.timer_s)
             self._deliver(*self.sessions.on_timer())
+
+    async def _spin(self) -> None:
+        pump = getattr(self.link, "pump", None)
+        yield_core = os.sched_yield
+        while True:
+            await asyncio.sleep(0)  # one loop turn: ready sockets are read, epoll is not slept in
+            if pump is not None:
+                pump()
+            yield_core()

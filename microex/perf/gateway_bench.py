@@ -3,10 +3,15 @@
 Rows
 - gateway.order_to_ack.rate_<N>      N orders/s for --seconds: latency from each order's
                                      scheduled send time to its EXEC_ACCEPTED (p50, p99,
-                                     p99.9; no coordinated omission, see perf/loadgen.py)
+                                     p99.9; no coordinated omission, see perf/loadgen.py),
+                                     with the venue's latency setup: busy_poll, the engine and
+                                     the gateway pinned to their own CPUs
 - gateway.order_to_ack.rate_<N>.fsync_batch
                                      the same at the lowest rate with the journal synced to
                                      disk before any event leaves the engine
+- gateway.order_to_ack.rate_<N>.default_setup
+                                     the lowest rate with `microex serve`'s defaults (processes
+                                     sleep when idle): what an untuned venue gives
 - gateway.max_rate                   orders/s acknowledged with pipelining (a window of
                                      unacknowledged orders), median of --runs
 - gateway.cold.idle_<us>              the gateway's read path (in-process engine, no sockets) called
@@ -57,8 +62,7 @@ BENCH_CONFIG = """
 fsync = "{fsync}"
 rate_per_s = 1e9
 snapshot_every = 0
-engine_spin_us = {engine_spin_us}
-ack_spin_us = {ack_spin_us}
+busy_poll = {busy_poll}
 {pinning}
 
 [venue]
@@ -93,11 +97,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-fsync-row", action="store_true", help="skip the fsync=batch latency row")
     parser.add_argument("--no-baselines", action="store_true", help="skip the echo and in-process baselines")
     parser.add_argument("--port", type=int, default=0, help="binary port (default: a free one)")
-    parser.add_argument("--engine-spin-us", type=int, default=500, help="[serve] engine_spin_us of the venue")
-    parser.add_argument("--ack-spin-us", type=int, default=0, help="[serve] ack_spin_us of the venue")
-    parser.add_argument("--engine-cpu", type=int, help="pin the engine process to this CPU")
-    parser.add_argument("--gateway-cpu", type=int, help="pin the gateway process to this CPU")
-    parser.add_argument("--loadgen-cpu", type=int, help="pin the load generator to this CPU")
+    parser.add_argument("--engine-cpu", type=int, default=1, help="the latency setup's engine CPU")
+    parser.add_argument("--gateway-cpu", type=int, default=0, help="the latency setup's gateway CPU")
+    parser.add_argument("--loadgen-cpu", type=int, default=1, help="the load generator's CPU")
 
 
 def _pinning(engine_cpu: int | None, gateway_cpu: int | None) -> str:
@@ -136,12 +138,13 @@ def _proc_cpu_s(pid: int) -> float:
 class BenchVenue:
     """`microex serve` with the bench config, in a subprocess."""
 
-    def __init__(self, fsync: str, port: int, engine_spin_us: int, ack_spin_us: int,
-                 engine_cpu: int | None = None, gateway_cpu: int | None = None) -> None:
+    def __init__(self, fsync: str, port: int, busy_poll: bool, engine_cpu: int | None = None,
+                 gateway_cpu: int | None = None) -> None:
+        self.busy_poll = busy_poll
         self.root = Path(tempfile.mkdtemp(prefix="mx-gwbench-"))
         cfg = self.root / "bench.toml"
         cfg.write_text(BENCH_CONFIG.format(fsync=fsync, k1=KEYS[0].decode(), k2=KEYS[1].decode(),
-                                          engine_spin_us=engine_spin_us, ack_spin_us=ack_spin_us,
+                                          busy_poll=str(busy_poll).lower(),
                                           pinning=_pinning(engine_cpu, gateway_cpu)))
         self.port = port or _free_port()
         self.log = open(self.root / "serve.log", "w")
@@ -274,71 +277,87 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, wh
     warm = len(lat) // 10  # the first tenth warms caches and the TCP path
     lat = lat[warm:]
     p50, p99, p999 = (float(v) for v in np.percentile(lat, [50, 99, 99.9]))
+    late50, late99 = (float(v) for v in np.percentile(res["send_late_ns"][warm:], [50, 99]))
     met = p50 <= TARGET_P50_NS and p99 <= TARGET_P99_NS
     return {
         "name": name,
         "workload": f"{what or 'microex serve'}: {rate:,} orders/s for {seconds:g} s over loopback (2 sessions, "
                     f"buy/sell pairs that trade), journal fsync={fsync}; latency = ack receive time - scheduled send time (no coordinated "
                     f"omission), first 10% dropped; load generator CPU {res['cpu_s'] / res['wall_s']:.0%} of a "
-                    f"core, venue processes {res['venue_cpu_s'] / res['wall_s']:.0%}; target p50 <= 40 µs and "
+                    f"core, venue processes {res['venue_cpu_s'] / res['wall_s']:.0%}; sends late by "
+                    f"{late50 / 1e3:.1f} µs p50, {late99 / 1e3:.1f} µs p99; target p50 <= 40 µs and "
                     f"p99 <= 100 µs at 50k/s: {'met' if met else 'not met'} at this rate",
         "ops_per_s": float(rate), "mean_ns": float(lat.mean()), "p50_ns": p50, "p99_ns": p99, "p999_ns": p999,
         "loadgen_cpu": res["cpu_s"] / res["wall_s"], "venue_cpu": res["venue_cpu_s"] / res["wall_s"],
-        "rejects": res["rejects"],
+        "rejects": res["rejects"], "send_late_p50_ns": late50, "send_late_p99_ns": late99,
     }
+
+
+LATENCY_SETUP = ("microex serve, latency setup (busy_poll: engine on CPU {e} and gateway on CPU {g} never "
+                 "sleep; load generator on CPU {l}, polling too)")
+DEFAULT_SETUP = "microex serve, default setup (processes sleep when idle, no pinning; load generator sleeps in select)"
 
 
 def main(args) -> int:
     console = Console(stderr=True)
     rates = [int(r) for r in args.rates.split(",") if r]
-    plan = [{"mode": "fixed", "rate": r, "count": int(r * args.seconds)} for r in rates]
+    plan = [{"mode": "fixed", "rate": r, "count": int(r * args.seconds), "spin": True} for r in rates]
+    slow_plan = [{"mode": "fixed", "rate": rates[0], "count": int(rates[0] * args.seconds)}]
     max_plan = [{"mode": "max", "count": args.max_orders} for _ in range(args.runs)]
+    latency_setup = LATENCY_SETUP.format(e=args.engine_cpu, g=args.gateway_cpu, l=args.loadgen_cpu)
     rows = []
+    steps = len(plan) + len(max_plan) + 1 + (0 if args.no_fsync_row else 1)
+    steps += 0 if args.no_baselines else len(rates) * len(BASELINES)
     with Progress(console=console) as progress:
-        total = len(plan) * (1 + (0 if args.no_baselines else len(BASELINES))) + len(max_plan)
-        task = progress.add_task("gateway bench", total=total + (0 if args.no_fsync_row else 1))
-        venue = BenchVenue("none", args.port, args.engine_spin_us, args.ack_spin_us, args.engine_cpu, args.gateway_cpu)
+        task = progress.add_task("gateway bench", total=steps)
+        venue = BenchVenue("none", args.port, True, args.engine_cpu, args.gateway_cpu)
         try:
             fixed = _run_plan(venue, plan, progress, task, args.loadgen_cpu)
             maxed = _run_plan(venue, max_plan, progress, task, args.loadgen_cpu)
         finally:
             venue.close()
         for r, res in zip(rates, fixed):
-            rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}", r, res, "none", args.seconds))
+            rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}", r, res, "none", args.seconds, latency_setup))
         rates_s = [m["orders"] / m["wall_s"] for m in maxed]
         best = statistics.median(rates_s)
         mid = maxed[rates_s.index(sorted(rates_s)[len(rates_s) // 2])]
         rows.append({
             "name": "gateway.max_rate",
-            "workload": f"{args.max_orders:,} orders as fast as acknowledged, pipelined (at most 8,192 "
-                        f"unacknowledged), 2 sessions, 1 gateway process, journal fsync=none; median of "
+            "workload": f"{latency_setup}: {args.max_orders:,} orders as fast as acknowledged, pipelined (at most "
+                        f"8,192 unacknowledged), 2 sessions, 1 gateway process, journal fsync=none; median of "
                         f"{args.runs}; load generator CPU {mid['cpu_s'] / mid['wall_s']:.0%} of a core, venue "
                         f"processes {mid['venue_cpu_s'] / mid['wall_s']:.0%}; target >= 500k/s: "
                         f"{'met' if best >= TARGET_RATE else 'not met'}",
             "ops_per_s": best, "ns_per_op": 1e9 / best, "runs_ops_per_s": rates_s,
             "loadgen_cpu": mid["cpu_s"] / mid["wall_s"], "venue_cpu": mid["venue_cpu_s"] / mid["wall_s"],
         })
+        r = rates[0]
         if not args.no_fsync_row:
-            r = rates[0]
-            venue = BenchVenue("batch", args.port, args.engine_spin_us, args.ack_spin_us, args.engine_cpu,
-                               args.gateway_cpu)
+            venue = BenchVenue("batch", args.port, True, args.engine_cpu, args.gateway_cpu)
             try:
-                [res] = _run_plan(venue, [{"mode": "fixed", "rate": r, "count": int(r * args.seconds)}],
-                                  progress, task, args.loadgen_cpu)
+                [res] = _run_plan(venue, [dict(plan[0])], progress, task, args.loadgen_cpu)
             finally:
                 venue.close()
-            rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}.fsync_batch", r, res, "batch", args.seconds))
+            rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}.fsync_batch", r, res, "batch", args.seconds,
+                                     latency_setup))
+        venue = BenchVenue("none", args.port, False)
+        try:
+            [res] = _run_plan(venue, slow_plan, progress, task, None)
+        finally:
+            venue.close()
+        rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}.default_setup", r, res, "none", args.seconds,
+                                 DEFAULT_SETUP))
         if not args.no_baselines:
             rows.extend(_cold_rows())
             for kind, what in BASELINES.items():
                 venue = BaselineVenue(kind)
                 try:
-                    results = _run_plan(venue, plan, progress, task, args.loadgen_cpu)
+                    results = _run_plan(venue, [dict(p, spin=False) for p in plan], progress, task, None)
                 finally:
                     venue.close()
                 for r, res in zip(rates, results):
                     rows.append(_latency_row(f"gateway.baseline.{kind}.rate_{r}", r, res, "none (no journal)",
-                                             args.seconds, what))
+                                             args.seconds, what + "; load generator sleeps in select"))
     print_rows(rows)
     out = write_results(rows, args.json, "gateway")
     console.print(f"results written to {out}")

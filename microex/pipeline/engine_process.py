@@ -58,7 +58,7 @@ class EngineSettings:
     prune_journal: bool = False  # after a snapshot, drop journal segments it covers (replay then needs it)
     cpu: int | None = None  # pin the engine to this core
     gc_freeze: bool = True  # freeze start-up objects out of the GC's way
-    idle_spin_us: int = 0  # after the last command, poll this long (yielding) before blocking
+    idle_spin_us: int = 0  # after the last command, poll this long (yielding) before blocking; < 0: never block
 
 
 class EngineLoop:
@@ -107,7 +107,10 @@ class EngineLoop:
                 if n == 0:
                     if idle_sync:
                         journal.sync()  # interval:N syncs at appends; when idle, catch up now
-                    wait_any(consumers, IDLE_TIMEOUT_S, s.idle_spin_us * 1e-6 if busy else 0.0)
+                    if s.idle_spin_us < 0:  # busy-poll: never sleep, look at the flags every 50 ms
+                        wait_any(consumers, IDLE_TIMEOUT_S, IDLE_TIMEOUT_S, block=False)
+                    else:
+                        wait_any(consumers, IDLE_TIMEOUT_S, s.idle_spin_us * 1e-6 if busy else 0.0)
                     busy = False  # spin once after activity, not every idle period
                     if self.snapshot_requested:
                         self._snapshot(engine, last_seq)

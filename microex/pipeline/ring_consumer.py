@@ -179,7 +179,7 @@ class _CursorBarrier:
         return self._ring._fd(self._who)
 
 
-def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0) -> bool:
+def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0, block: bool = True) -> bool:
     """Block until any of `consumers` has a record, or `timeout` seconds pass; True if one has.
 
     First polls for `spin_s` seconds (yielding the core between polls, so a spinning
@@ -187,7 +187,8 @@ def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0) -> 
     time is seen without a kernel wake-up, which costs tens of µs on a VM. Then arms
     every consumer's wake-up flag, re-reads (the arm/publish handshake of ring.py: no
     wake-up is lost) and sleeps in one select() over all their FIFOs. Without the
-    fences (JIT disabled) select() wakes at least every 100 µs.
+    fences (JIT disabled) select() wakes at least every 100 µs. With block=False it
+    returns after the polling instead (a busy-polling engine that never sleeps).
     """
     for _ in range(64):
         for c in consumers:
@@ -200,6 +201,8 @@ def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0) -> 
                 if c.available() > 0:
                     return True
             os.sched_yield()
+    if not block:
+        return False
     barriers = [c.barrier for c in consumers]
     for b in barriers:
         b.arm()
