@@ -170,3 +170,187 @@ EVENT = _dtype(
 )
 
 assert COMMAND.itemsize == 64 and EVENT.itemsize == 96
+
+
+# ---------------------------------------------------------------------------------------------
+# Market data records (issue #7; docs/marketdata.md has the byte tables)
+#
+# The market-data stage's output, the binary feed's frames and a recording file's body are the
+# same bytes. So every market-data record starts with the feed's 8-byte frame header (length
+# u16, msg_type u16, seq u32): a run of records IS a run of frames (encoding is `.tobytes()`,
+# decoding `np.frombuffer`). For these records the header seq is the low 32 bits of the
+# record's md_seq, the same for every subscriber, so one encoded buffer is shared by all of
+# them (per-connection numbering would need a copy per subscriber).
+# md_seq: per instrument, +1 for every published update (a level change or a trade).
+
+
+class MdMsg(IntEnum):
+    """msg_type of a market-data feed frame (client messages 1-15, server messages 16+)."""
+
+    NONE = 0
+    HEARTBEAT = 1  # both directions
+    SUBSCRIBE = 2
+    UNSUBSCRIBE = 3
+    SNAPSHOT_REQUEST = 4
+    STATUS = 16
+    ERROR = 17
+    RESYNC = 18
+    SNAPSHOT_BEGIN = 32  # MD_BOOK
+    SNAPSHOT_LEVEL = 33  # MD_UPDATE (kind LEVEL)
+    SNAPSHOT_END = 34  # MD_BOOK
+    INCREMENT = 35  # MD_UPDATE (kind LEVEL or TRADE)
+    BBO = 36  # MD_BBO
+    CANDLE = 37  # MD_CANDLE
+    TICKER = 38  # MD_TICKER
+
+
+class MdKind(IntEnum):
+    NONE = 0
+    LEVEL = 1  # a price level's new state: qty = level total (0: gone), count = orders at it
+    TRADE = 2  # qty = traded lots, count = trade id (per instrument, 1, 2, 3...), side = aggressor's
+
+
+class BookFlag(IntEnum):
+    """MD_BOOK flags: what the SNAPSHOT_LEVEL frames between BEGIN and END mean."""
+
+    NONE = 0
+    FULL = 1  # the whole book (down to `depth`): replace the replica with these levels
+    PARTIAL = 2  # conflation: only levels changed in first_seq..md_seq, each in its state at md_seq
+    TRUNCATED = 4  # with FULL: depth-limited, the book has more levels than were sent
+
+
+class BookCause(IntEnum):
+    """Why a book (MD_BOOK) was sent."""
+
+    NONE = 0
+    SUBSCRIBE = 1
+    REQUEST = 2
+    SCHEDULE = 3
+    RESYNC = 4
+    CONFLATION = 5
+
+
+class CandleInterval(IntEnum):
+    NONE = 0
+    S1 = 1
+    M1 = 2
+    H1 = 3
+
+
+CANDLE_WIDTH_NS = {CandleInterval.S1: 1_000_000_000, CandleInterval.M1: 60_000_000_000,
+                   CandleInterval.H1: 3_600_000_000_000}
+
+
+class CandleFlag(IntEnum):
+    NONE = 0
+    CLOSED = 1  # final; without it the candle is still running (a periodic update)
+
+
+class MdReason(IntEnum):
+    """Market-data reason codes: the 80-89 range of the Reason numbering (framing errors on the
+    feed reuse the gateway's 60-64, ProtocolReason)."""
+
+    NONE = 0
+    UNKNOWN_INSTRUMENT = 80  # subscribe/snapshot for an id the venue lacks; or an event for one
+    NOT_SUBSCRIBED = 81  # unsubscribe/snapshot request for an instrument not subscribed
+    BAD_REQUEST = 82  # a subscribe's flags/depth make no sense
+    TOO_MANY_SUBSCRIPTIONS = 83
+    CONFLATED = 84  # slow consumer: deliveries are conflated, trades and candles dropped
+    RESYNC = 85  # slow consumer past the conflation bound: a full snapshot follows
+    SLOW_CONSUMER = 86  # not reading at all: disconnected
+    BOOK_CAPACITY = 87  # the stage's replica of a book side is full (never with the engine's max_levels)
+    SHUTDOWN = 88
+    REPLAY_END = 89  # a replayed recording has ended
+
+
+_MD_HEADER = [("length", "<u2", 0), ("msg_type", "<u2", 2), ("seq", "<u4", 4)]
+
+# One update (INCREMENT) or one level of a snapshot (SNAPSHOT_LEVEL): 64 bytes.
+MD_UPDATE = _dtype(
+    _MD_HEADER + [
+        ("md_seq", "<i8", 8),  # the instrument's md seq (a snapshot level: the snapshot's)
+        ("ts_ns", "<i8", 16),  # the engine time of the event (its command's receive time)
+        ("engine_seq", "<i8", 24),  # seq of the command that caused it
+        ("price_ticks", "<i8", 32),
+        ("qty_lots", "<i8", 40),  # LEVEL: level total after the change (0: removed); TRADE: lots traded
+        ("count", "<i8", 48),  # LEVEL: orders at the level; TRADE: trade id
+        ("instrument", "<i4", 56),
+        ("kind", "u1", 60),  # MdKind
+        ("side", "u1", 61),  # LEVEL: the book side; TRADE: the aggressor's side
+        ("flags", "u1", 62),  # 0 (reserved)
+    ],
+    64,
+)
+
+# SNAPSHOT_BEGIN / SNAPSHOT_END around `levels` SNAPSHOT_LEVEL frames (bids best first, then asks
+# best first): a full book, or a conflated bundle (PARTIAL). 48 bytes.
+MD_BOOK = _dtype(
+    _MD_HEADER + [
+        ("md_seq", "<i8", 8),  # the book, with these levels applied, is the book at md_seq
+        ("first_seq", "<i8", 16),  # PARTIAL: the first update the bundle covers; FULL: 0
+        ("ts_ns", "<i8", 24),  # engine time of the last update included
+        ("instrument", "<i4", 32),
+        ("levels", "<i4", 36),  # SNAPSHOT_LEVEL frames between BEGIN and END
+        ("depth", "<u2", 40),  # levels per side asked for (0: all)
+        ("flags", "u1", 42),  # BookFlag
+        ("cause", "u1", 43),  # BookCause
+    ],
+    48,
+)
+
+# L1: best bid and offer after a batch that changed them (or on request). 64 bytes.
+MD_BBO = _dtype(
+    _MD_HEADER + [
+        ("md_seq", "<i8", 8),  # the book state it was taken from
+        ("ts_ns", "<i8", 16),
+        ("bid_price", "<i8", 24),  # 0: no bid
+        ("bid_qty", "<i8", 32),
+        ("ask_price", "<i8", 40),  # 0: no ask
+        ("ask_qty", "<i8", 48),
+        ("instrument", "<i4", 56),
+    ],
+    64,
+)
+
+# An OHLCV candle of one interval, bucketed by engine time. 88 bytes.
+MD_CANDLE = _dtype(
+    _MD_HEADER + [
+        ("md_seq", "<i8", 8),  # md seq of its last trade
+        ("open_ts_ns", "<i8", 16),  # bucket start (a multiple of the interval's width)
+        ("open", "<i8", 24),
+        ("high", "<i8", 32),
+        ("low", "<i8", 40),
+        ("close", "<i8", 48),
+        ("volume", "<i8", 56),  # lots
+        ("quote_volume", "<i8", 64),  # sum of price_ticks * qty_lots
+        ("trades", "<i8", 72),
+        ("instrument", "<i4", 80),
+        ("interval", "u1", 84),  # CandleInterval
+        ("flags", "u1", 85),  # CandleFlag
+    ],
+    88,
+)
+
+# The 24h rolling ticker (1-minute granularity) with L1. 120 bytes.
+MD_TICKER = _dtype(
+    _MD_HEADER + [
+        ("md_seq", "<i8", 8),
+        ("ts_ns", "<i8", 16),  # the time it was computed for
+        ("open", "<i8", 24),  # first trade price of the window (no trade in it: last)
+        ("high", "<i8", 32),
+        ("low", "<i8", 40),
+        ("last", "<i8", 48),  # last trade price ever (0: none)
+        ("volume", "<i8", 56),
+        ("quote_volume", "<i8", 64),
+        ("trades", "<i8", 72),
+        ("bid_price", "<i8", 80),
+        ("bid_qty", "<i8", 88),
+        ("ask_price", "<i8", 96),
+        ("ask_qty", "<i8", 104),
+        ("instrument", "<i4", 112),
+    ],
+    120,
+)
+
+assert (MD_UPDATE.itemsize, MD_BOOK.itemsize, MD_BBO.itemsize, MD_CANDLE.itemsize, MD_TICKER.itemsize) == (
+    64, 48, 64, 88, 120)
