@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--gateways", type=int, help="gateway processes sharing the ports (SO_REUSEPORT)")
     sv.add_argument("--fsync", help="journal fsync policy: none, batch, interval:N (default batch)")
 
+    from microex.perf import loadtest
+
+    loadtest.add_arguments(sub.add_parser("loadtest", help="load profiles (smoke, load, stress, soak, spike) "
+                                                            "against a running venue"))
+
     r = sub.add_parser("run", help="demo: generate an order stream, run it, print the book and trades")
     r.add_argument("--commands", type=int, default=1_000_000)
     r.add_argument("--seed", type=int, default=1)
@@ -98,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from microex.app.journal_cmds import main as journal_main
 
         return journal_main(args)
+    if args.command == "loadtest":
+        from microex.perf.loadtest import main as loadtest_main
+
+        return loadtest_main(args)
     if args.command == "serve":
         from microex.app.serve import main as serve_main
 

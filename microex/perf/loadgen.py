@@ -1,10 +1,11 @@
 """The gateway load generator: a separate process that trades on a venue over loopback.
 
 How it works
-- Two binary-protocol sessions (accounts A and B). Order i goes from A (a buy)
-  when i is even and from B (a sell) when odd, both GTC limit at one price for
-  one lot, so every sell trades against the buy before it: each order gets
-  EXEC_ACCEPTED, and each pair two fills. The book stays empty.
+- Two binary-protocol sessions (accounts A and B). Order i goes from A when i
+  is even and from B when odd, both GTC limit at one price for one lot, on
+  opposite sides, so every pair trades: each order gets EXEC_ACCEPTED, and each
+  pair two fills. The book stays empty, and sides swap pair by pair (A buys,
+  then sells...) so neither account runs out of either asset.
 - Every order's frame is built before the clock starts (one vectorised encode
   per session), so sending n due orders is one `send` of a byte slice.
 - Fixed rate (`run_fixed_rate`): order i is scheduled at t0 + i/rate. The loop
@@ -32,6 +33,7 @@ import os
 import select
 import socket
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -54,6 +56,15 @@ _RECV = 1 << 20
 _ACCEPTED, _REJECTED = int(MsgType.EXEC_ACCEPTED), int(MsgType.EXEC_REJECTED)
 
 
+@dataclass(frozen=True)
+class OrderSpec:
+    """What every order is: a GTC limit order, one instrument, one price, one size."""
+
+    instrument: int = 1
+    price_ticks: int = PRICE_TICKS
+    qty_lots: int = 1
+
+
 class _Conn:
     def __init__(self, host: str, port: int, api_key: bytes) -> None:
         self.sock = socket.create_connection((host, port))
@@ -73,16 +84,19 @@ class _Conn:
         self.view = memoryview(self.arr)
         self.carry = 0
 
-    def prepare(self, cids: np.ndarray, side: int) -> None:
+    def prepare(self, cids: np.ndarray, first_side: int, order: OrderSpec) -> None:
+        """This session's order frames; sides alternate pair by pair (first_side, then the
+        other), so both accounts' inventories stay flat however long the run."""
         recs = np.zeros(len(cids), dtype=NEW_ORDER)
         recs["length"] = NEW_ORDER.itemsize
         recs["msg_type"] = MsgType.NEW_ORDER
         recs["seq"] = (self.next_seq + np.arange(len(cids))) & 0xFFFFFFFF
         recs["client_order_id"] = cids
-        recs["price_ticks"] = PRICE_TICKS
-        recs["qty_lots"] = 1
-        recs["instrument"] = 1
-        recs["side"] = side
+        recs["price_ticks"] = order.price_ticks
+        recs["qty_lots"] = order.qty_lots
+        recs["instrument"] = order.instrument
+        other = Side.SELL if first_side == Side.BUY else Side.BUY
+        recs["side"] = np.where(np.arange(len(cids)) % 2 == 0, first_side, other)
         recs["ord_type"] = OrdType.LIMIT
         recs["tif"] = Tif.GTC
         self.frames = memoryview(recs.tobytes())
@@ -150,26 +164,40 @@ def _connect(host, port, keys):
 
 
 def run_fixed_rate(host: str, port: int, keys: tuple[bytes, bytes], rate: float, count: int,
-                   first_cid: int, spin: bool = False) -> dict:
+                   first_cid: int, spin: bool = False, order: OrderSpec | None = None) -> dict:
     """`count` orders at `rate`/s; returns latencies (ns, from scheduled send to ack) and CPU use."""
+    return run_schedule(host, port, keys, (np.arange(count) * (1e9 / rate)).astype(np.int64), first_cid, spin,
+                        order)
+
+
+def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np.ndarray, first_cid: int,
+                 spin: bool = False, order: OrderSpec | None = None, tolerate_loss: bool = False) -> dict:
+    """Order i is due `offsets_ns[i]` after the start (non-decreasing). Returns per order the
+    latency from its scheduled time to its ack (-1: none came) and how late it was sent.
+
+    Orders still unacknowledged 10 s after the last is due raise TimeoutError, or with
+    `tolerate_loss` end the run (they count in `unacked`)."""
+    order = order or OrderSpec()
+    count = len(offsets_ns)
     conns = _connect(host, port, keys)
     cids = np.arange(first_cid, first_cid + count, dtype=np.uint64)
-    conns[0].prepare(cids[0::2], Side.BUY)
-    conns[1].prepare(cids[1::2], Side.SELL)
-    period = 1e9 / rate
+    conns[0].prepare(cids[0::2], Side.BUY, order)
+    conns[1].prepare(cids[1::2], Side.SELL, order)
     lat = np.full(count, -1, dtype=np.int64)
     sent_at = np.zeros(count, dtype=np.int64)
     rejects = acked = sent = 0
     cpu0, t_wall0 = time.process_time(), time.perf_counter()
     t0 = time.perf_counter_ns() + 1_000_000
-    sched = (t0 + np.arange(count) * period).astype(np.int64)
-    deadline = t0 + int(count * period) + 10_000_000_000
+    sched = t0 + np.asarray(offsets_ns, dtype=np.int64)
+    deadline = int(sched[-1]) + 10_000_000_000 if count else t0
     socks = [c.sock for c in conns]
     while acked < count:
         now = time.perf_counter_ns()
         if now > deadline:
+            if tolerate_loss:
+                break
             raise TimeoutError(f"{count - acked} of {count} orders unacknowledged 10 s after the last was due")
-        due = min(count, int((now - t0) // period) + 1) if now >= t0 else 0
+        due = int(np.searchsorted(sched, now, side="right")) if sent < count else count
         if due > sent:
             sent_at[sent:due] = now
             # orders sent..due-1: even ones are A's (index i//2), odd ones B's
@@ -190,7 +218,7 @@ def run_fixed_rate(host: str, port: int, keys: tuple[bytes, bytes], rate: float,
         elif sent < count:
             # Nothing arrived: sleep in select() until an ack arrives or shortly before the
             # next order is due (timer slack is 1 ns, see loadgen_main), else spin.
-            wait = (t0 + sent * period - time.perf_counter_ns()) / 1e9 - SPIN_BEFORE_S
+            wait = (int(sched[sent]) - time.perf_counter_ns()) / 1e9 - SPIN_BEFORE_S
             if wait > 0:
                 select.select(socks, (), (), wait)
         else:
@@ -199,7 +227,8 @@ def run_fixed_rate(host: str, port: int, keys: tuple[bytes, bytes], rate: float,
     wall = time.perf_counter() - t_wall0
     for c in conns:
         c.sock.close()
-    return {"latency_ns": lat, "send_late_ns": sent_at - sched, "cpu_s": cpu, "wall_s": wall, "rejects": rejects}
+    return {"latency_ns": lat, "send_late_ns": sent_at - sched, "sched_ns": sched - t0, "cpu_s": cpu,
+            "wall_s": wall, "rejects": rejects, "unacked": count - acked}
 
 
 def run_max_rate(host: str, port: int, keys: tuple[bytes, bytes], count: int, first_cid: int,
@@ -207,8 +236,8 @@ def run_max_rate(host: str, port: int, keys: tuple[bytes, bytes], count: int, fi
     """`count` orders as fast as the venue acknowledges them, at most `window` unacknowledged."""
     conns = _connect(host, port, keys)
     cids = np.arange(first_cid, first_cid + count, dtype=np.uint64)
-    conns[0].prepare(cids[0::2], Side.BUY)
-    conns[1].prepare(cids[1::2], Side.SELL)
+    conns[0].prepare(cids[0::2], Side.BUY, OrderSpec())
+    conns[1].prepare(cids[1::2], Side.SELL, OrderSpec())
     lat = np.full(count, -1, dtype=np.int64)
     sched = np.zeros(count, dtype=np.int64)
     rejects = acked = sent = 0
