@@ -27,10 +27,19 @@ def _books_equal(ms: MarketState, eng, n_inst: int) -> None:
             assert ms.depth(i, side, 10**6) == eng.depth(i, side, 10**6), (i, side)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 1500), spread=st.integers(0, 30),
        step=st.sampled_from([0, 1_000_000, 300_000_000, 5_000_000_000, 400_000_000_000]))
 def test_kernel_equals_twin_and_engine_on_random_streams(seed, n, spread, step):
+    _differential(seed, n, spread, step)
+
+
+@pytest.mark.parametrize("seed,spread,step", [(1, 5, 50_000_000), (2, 25, 3_000_000_000)])
+def test_kernel_equals_twin_on_long_streams(seed, spread, step):
+    _differential(seed, 8000, spread, step)
+
+
+def _differential(seed, n, spread, step):
     eng = engine()
     events = eng.process(random_commands(seed, n, spread=spread, max_step_ns=step))
     ms, ref = MarketState(3), MarketReference(3)
