@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--commands", type=int, default=1_000_000)
     r.add_argument("--seed", type=int, default=1)
 
+    from microex.app import sim as sim_cmd
+
+    sim_cmd.add_arguments(sub.add_parser("sim", help="a strategy file or example in simulation: report, JSON, PNG"))
+
     b = sub.add_parser("bench", help="benchmarks (results as JSON under bench/results/)")
     bsub = b.add_subparsers(dest="suite", required=True)
     bc = bsub.add_parser("core", help="core.match_mix: the matching engine against the reference")
@@ -111,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         from microex.app.serve import main as serve_main
 
         return serve_main(args)
+    if args.command == "sim":
+        from microex.app.sim import main as sim_main
+
+        return sim_main(args)
     if args.command == "run":
         from microex.app.demo import main as demo_main
 

@@ -13,9 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from microex.strategy.market_sim import MarketParams, RecordedMarket
-from microex.strategy.simulation import SimConfig, Simulation
-
 
 def add_arguments(p: argparse.ArgumentParser, with_strategy: bool = True) -> None:
     if with_strategy:
@@ -56,6 +53,10 @@ def load_setup(spec: str) -> tuple[Callable, str]:
 
 
 def run(args, setup: Callable, name: str) -> int:
+    # imported here: `microex --help` and the other subcommands should not load the strategy stack
+    from microex.strategy.market_sim import MarketParams, RecordedMarket
+    from microex.strategy.simulation import SimConfig, Simulation
+
     config = SimConfig(seed=args.seed, duration_s=args.duration, step_ms=args.step_ms,
                        market=MarketParams(instruments=args.instruments), maker_fee_bps=args.maker_fee_bps,
                        taker_fee_bps=args.taker_fee_bps)

@@ -77,6 +77,7 @@ class StrategyRuntime:
         self.ack = LatencyRecorder(keep_raw=keep_raw_latency)
         self.link: OrderLink | None = None
         self.started = False
+        self.accepting = True  # False after cancel_everything(): no new orders or modifies, cancels still go
         self.market_events = 0  # MARKET records received
         self.foreign_reports = 0  # reports for ids no strategy owns
         self.stopped: list[StrategySlot] = []  # in stop order
@@ -218,7 +219,7 @@ class StrategyRuntime:
 
     def place(self, slot: StrategySlot, inst: int, side: int, price: int, qty: int, ord_type: int, tif: int,
               flags: int) -> int:
-        if not slot.active:
+        if not slot.active or not self.accepting:
             return 0
         if inst not in slot.subscribed:
             raise ValueError(f"{slot.name} may only trade its instruments {slot.instruments}, not {inst}")
@@ -265,7 +266,7 @@ class StrategyRuntime:
 
     def modify(self, slot: StrategySlot, cid: int, price: int, qty: int) -> int:
         order = slot.orders.get(cid)
-        if not slot.active or order is None:
+        if not slot.active or order is None or not self.accepting:
             return 0
         if slot.interval_ns and not self._admit(slot):
             return 0
@@ -326,7 +327,9 @@ class StrategyRuntime:
         return sent
 
     def cancel_everything(self) -> int:
-        """End of a run: cancel every strategy's open orders (running ones stay running)."""
+        """End of a run: refuse new orders from now on (halt) and cancel every strategy's open orders;
+        running strategies stay running (their stop reason stays NONE)."""
+        self.accepting = False
         return sum(self.cancel_open(s) for s in self.slots)
 
     def _loss_breach(self, slot: StrategySlot) -> None:
