@@ -1,0 +1,250 @@
+"""MarketDataClient: the async SDK for the binary market-data feed, with local book replicas.
+
+    md = await MarketDataClient.connect("127.0.0.1", 9002, on_book=print_top)
+    await md.subscribe(1)                  # snapshot, then increments: md.book(1) stays exact
+    await md.wait_synced(1)
+    bid, ask = md.book(1).best_bid(), md.book(1).best_ask()
+
+How it works. One TCP connection (an asyncio.Protocol, TCP_NODELAY) feeds a sans-I/O
+`MarketDataProtocol` (client/md_protocol.py), which keeps an `OrderBookReplica` per
+instrument and resyncs by itself: a gap in md_seq makes it buffer increments, ask for
+a snapshot and apply what is newer than it; duplicates and old seqs are ignored. This
+module only moves bytes, runs the heartbeat timer and the reconnect, and calls back:
+on_book(instrument, replica) once per received chunk that changed a synced book,
+on_trade(record) per trade (MD_UPDATE kind TRADE), on_candle / on_ticker / on_bbo
+(record), on_status(Status). Callbacks run on the event loop; a failing one is logged.
+- Heartbeats: a HEARTBEAT after `heartbeat_s` without sending; a server silent for
+  `timeout_s` (it heartbeats every second) counts as a lost connection.
+- Reconnect: when the connection drops (and close() was not called) the client
+  reconnects with exponential back-off and subscribes again; each book starts afresh
+  from a new snapshot (the old replica is kept, marked not synced, until then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from microex.client.md_book import OrderBookReplica
+from microex.client.md_protocol import (BookChanged, Error, MarketDataProtocol, Records, Status, Trades,
+                                        Violation)
+from microex.core.records import MdMsg
+from microex.protocol.md_binary import SubFlag
+
+log = logging.getLogger(__name__)
+
+
+class _Link(asyncio.Protocol):
+    def __init__(self, client: MarketDataClient, proto: MarketDataProtocol) -> None:
+        self.client, self.proto = client, proto
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+        self.last_rx = time.monotonic()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.client._on_data(self, data)
+
+    def connection_lost(self, exc) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        self.client._on_lost(self)
+
+
+class MarketDataClient:
+    def __init__(self, host: str, port: int, *, reconnect: bool = True, timeout: float = 5.0,
+                 heartbeat_s: float = 1.0, timeout_s: float = 5.0, reconnect_delay_s: float = 0.05,
+                 max_reconnect_delay_s: float = 2.0) -> None:
+        self.host, self.port, self.reconnect, self.timeout = host, port, reconnect, timeout
+        self.heartbeat_s, self.timeout_s = heartbeat_s, timeout_s
+        self.reconnect_delay_s, self.max_reconnect_delay_s = reconnect_delay_s, max_reconnect_delay_s
+        self.subscriptions: dict[int, int] = {}  # instrument -> flags, replayed on reconnect
+        self.replicas: dict[int, OrderBookReplica] = {}
+        self.reconnects = 0
+        self.errors: list[Error] = []
+        self.last_error: BaseException | None = None
+        self.on_book: list[Callable] = []
+        self.on_trade: list[Callable] = []
+        self.on_candle: list[Callable] = []
+        self.on_ticker: list[Callable] = []
+        self.on_bbo: list[Callable] = []
+        self.on_status: list[Callable] = []
+        self._link: _Link | None = None
+        self._proto: MarketDataProtocol | None = None
+        self._closing = False
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    @classmethod
+    async def connect(cls, host: str, port: int, *, on_book: Callable | None = None, on_trade: Callable | None = None,
+                      on_candle: Callable | None = None, **options) -> MarketDataClient:
+        client = cls(host, port, **options)
+        for cbs, cb in ((client.on_book, on_book), (client.on_trade, on_trade), (client.on_candle, on_candle)):
+            if cb is not None:
+                cbs.append(cb)
+        await client._open()
+        client._tasks.append(asyncio.get_running_loop().create_task(client._timer()))
+        return client
+
+    async def __aenter__(self) -> MarketDataClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def subscribe(self, instrument: int, flags: int = SubFlag.DEFAULT) -> None:
+        """Subscribe (BOOK in flags: a replica is kept, see book())."""
+        self.subscriptions[instrument] = int(flags) or int(SubFlag.DEFAULT)
+        if self._link is not None:
+            self._send(self._proto.subscribe(instrument, self.subscriptions[instrument]))
+            self._adopt(instrument)
+
+    async def unsubscribe(self, instrument: int) -> None:
+        self.subscriptions.pop(instrument, None)
+        self.replicas.pop(instrument, None)
+        if self._link is not None:
+            self._send(self._proto.unsubscribe(instrument))
+
+    def book(self, instrument: int) -> OrderBookReplica | None:
+        """The replica of a subscribed instrument (`synced(i)` says if it is current)."""
+        return self.replicas.get(instrument)
+
+    def synced(self, instrument: int) -> bool:
+        sync = self._proto.books.get(instrument) if self._proto is not None else None
+        return bool(sync is not None and sync.live)
+
+    async def wait_synced(self, instrument: int, timeout: float | None = 10.0) -> OrderBookReplica:
+        return await self.wait_until(lambda: self.synced(instrument), timeout) or self.replicas[instrument]
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = 10.0) -> None:
+        """Until predicate() holds, re-checked after every chunk received; TimeoutError otherwise."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def stats(self) -> dict[int, dict[str, int]]:
+        proto = self._proto
+        if proto is None:
+            return {}
+        return {i: {"md_seq": s.replica.md_seq, "gaps": s.gaps, "resyncs": s.resyncs, "duplicates": s.duplicates}
+                for i, s in proto.books.items()}
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        proto = MarketDataProtocol()
+        try:
+            async with asyncio.timeout(self.timeout):
+                _, link = await loop.create_connection(lambda: _Link(self, proto), self.host, self.port)
+        except (OSError, TimeoutError) as e:
+            raise ConnectionError(f"cannot connect to {self.host}:{self.port}: {e}") from e
+        self._link, self._proto = link, proto
+        for i, flags in self.subscriptions.items():
+            self._send(proto.subscribe(i, flags))
+            self._adopt(i)
+
+    def _adopt(self, instrument: int) -> None:
+        sync = self._proto.books.get(instrument)
+        if sync is not None:
+            self.replicas[instrument] = sync.replica
+
+    def _send(self, data: bytes) -> None:
+        link = self._link
+        if data and link is not None and not link.transport.is_closing():
+            link.transport.write(data)
+            link.last_tx = time.monotonic()
+
+    def _on_lost(self, link: _Link) -> None:
+        if link is not self._link:
+            return
+        self._link = None
+        self._changed.set()
+        if not self._closing and self.reconnect:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._reconnect()))
+
+    async def _reconnect(self) -> None:
+        delay = self.reconnect_delay_s
+        while not self._closing and self._link is None:
+            await asyncio.sleep(delay)
+            try:
+                await self._open()
+                self.reconnects += 1
+                return
+            except ConnectionError as e:
+                self.last_error = e
+                delay = min(delay * 2, self.max_reconnect_delay_s)
+
+    async def _timer(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(min(self.heartbeat_s, self.timeout_s) / 2)
+            link = self._link
+            if link is None:
+                continue
+            now = time.monotonic()
+            if now - link.last_rx > self.timeout_s:
+                self.last_error = ConnectionError(f"market data server silent for {self.timeout_s}s")
+                link.transport.abort()
+            elif now - getattr(link, "last_tx", 0.0) > self.heartbeat_s:
+                self._send(self._proto.heartbeat())
+
+    async def close(self) -> None:
+        self._closing = True
+        for t in self._tasks:
+            t.cancel()
+        link = self._link
+        if link is not None:
+            link.transport.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(link.lost), 1.0)
+            except TimeoutError:
+                link.transport.abort()
+        self._link = None
+
+    # -- bytes in ------------------------------------------------------------------------------
+
+    def _on_data(self, link: _Link, data: bytes) -> None:
+        proto = link.proto
+        for ev in proto.feed(data):
+            kind = type(ev)
+            if kind is Trades:
+                self._call(self.on_trade, *((r,) for r in ev.records))
+            elif kind is BookChanged:
+                if proto.books[ev.instrument].live:
+                    self._call(self.on_book, (ev.instrument, ev.replica))
+            elif kind is Records:
+                cbs = {MdMsg.CANDLE: self.on_candle, MdMsg.TICKER: self.on_ticker, MdMsg.BBO: self.on_bbo}[ev.msg_type]
+                self._call(cbs, *((r,) for r in ev.records))
+            elif kind is Status:
+                self._call(self.on_status, (ev,))
+            elif kind is Error:
+                self.errors.append(ev)
+            elif kind is Violation and ev.closing:
+                self.last_error = ConnectionError(f"market data stream unusable (reason {ev.reason})")
+                link.transport.abort()
+        self._send(proto.take_output())
+        self._changed.set()
+
+    def _call(self, callbacks: list[Callable], *arg_tuples: tuple) -> None:
+        for cb in callbacks:
+            for args in arg_tuples:
+                try:
+                    cb(*args)
+                except Exception:
+                    log.exception("market data callback %r failed", cb)
