@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/microex bench pipeline
 	$(BIN)/microex bench gateway
 	$(BIN)/microex bench indicators
+	$(BIN)/microex bench strategy
 	$(BIN)/microex bench report
 
 bench-report: $(STAMP)

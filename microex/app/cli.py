@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_bench.add_arguments(bsub.add_parser("pipeline", help="pipeline.throughput per fsync policy"))
     gateway_bench.add_arguments(bsub.add_parser("gateway", help="gateway.order_to_ack latency at fixed rates, "
                                                             "gateway.max_rate, through microex serve"))
+    from microex.perf import strategy_bench
+
+    strategy_bench.add_arguments(bsub.add_parser("strategy", help="strategy.dispatch (1,000 strategies) and "
+                                                              "strategy.tick_to_trade in process and over loopback"))
     br = bsub.add_parser("report", help="docs/BENCHMARKS.md and a plot from bench/results/*.json")
     br.add_argument("--results", default="bench/results")
     br.add_argument("--out", default="docs/BENCHMARKS.md")
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         from microex.perf.core_bench import main as bench_main
 
         return bench_main(args)
-    if args.command == "bench" and args.suite in ("ring", "journal", "pipeline", "gateway", "indicators"):
+    if args.command == "bench" and args.suite in ("ring", "journal", "pipeline", "gateway", "indicators",
+                                                  "strategy"):
         import importlib
 
         return importlib.import_module(f"microex.perf.{args.suite}_bench").main(args)
