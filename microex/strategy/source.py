@@ -13,8 +13,8 @@ from.
 - `VenueTapSource`: an EngineEventsSource fed by an `InProcessVenue`'s engine
   link (tests and examples: the gateway gets each event chunk first, then the
   source, as execution reports leave a venue before its public market data).
-- Over the market-data client of microex/client/marketdata.py (a separate
-  stage), `MarketDataClientSource` lives in md_client_source.py.
+- Over the SDK's MarketDataClient (microex/client/marketdata.py, the feed of
+  the market-data stage): `MarketDataClientSource` in md_client_source.py.
 """
 
 from __future__ import annotations
