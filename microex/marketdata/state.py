@@ -144,21 +144,11 @@ class MarketState:
         """(md_seq, frames): SNAPSHOT_BEGIN, one SNAPSHOT_LEVEL per level (bids best first, then
         asks best first; `depth` levels per side, 0: all), SNAPSHOT_END."""
         seq = self.md_seq(instrument)
-        sides = [self.levels(instrument, s, depth) for s in (1, 2)]
-        n = len(sides[0][0]) + len(sides[1][0])
-        lv = np.zeros(n, MD_UPDATE)
-        lv["length"], lv["msg_type"], lv["seq"], lv["md_seq"] = 64, MdMsg.SNAPSHOT_LEVEL, seq & SEQ_MASK, seq
-        lv["ts_ns"] = self.inst[instrument, K.I_LAST_TS]
-        lv["engine_seq"] = self.inst[instrument, K.I_LAST_ENGINE_SEQ]
-        lv["instrument"], lv["kind"] = instrument, MdKind.LEVEL
-        nb = len(sides[0][0])
-        for s, (p, q, c), sl in ((1, sides[0], slice(0, nb)), (2, sides[1], slice(nb, n))):
-            lv["price_ticks"][sl], lv["qty_lots"][sl], lv["count"][sl], lv["side"][sl] = p, q, c, s
+        row = self.inst[instrument]
         truncated = depth > 0 and any(self.nlev[instrument, s] > depth for s in (0, 1))
-        flags = BookFlag.FULL | (BookFlag.TRUNCATED if truncated else 0)
-        begin, end = book_frames(instrument, seq, 0, int(self.inst[instrument, K.I_LAST_TS]), n, depth, flags,
-                                 cause)
-        return seq, begin + lv.tobytes() + end
+        return seq, snapshot_frames(instrument, seq, int(row[K.I_LAST_TS]), int(row[K.I_LAST_ENGINE_SEQ]),
+                                    self.levels(instrument, 1, depth), self.levels(instrument, 2, depth), depth,
+                                    truncated, cause)
 
     def trades(self, instrument: int, last: int | None = None) -> np.ndarray:
         """The tape: the last `last` (default: all kept) trades as MD_UPDATE records, oldest first."""
@@ -207,6 +197,20 @@ class MarketState:
         self.nlev[instrument, s] = n
         bid, bq, ask, aq = self.bbo(instrument)
         self.inst[instrument, [K.I_BID, K.I_BID_QTY, K.I_ASK, K.I_ASK_QTY]] = bid, bq, ask, aq
+
+
+def snapshot_frames(instrument: int, seq: int, ts_ns: int, engine_seq: int, bids: tuple, asks: tuple, depth: int,
+                    truncated: bool, cause: int) -> bytes:
+    """A FULL book's frames from its sides' (prices, qtys, counts), best first."""
+    nb, na = len(bids[0]), len(asks[0])
+    lv = np.zeros(nb + na, MD_UPDATE)
+    lv["length"], lv["msg_type"], lv["seq"], lv["md_seq"] = 64, MdMsg.SNAPSHOT_LEVEL, seq & SEQ_MASK, seq
+    lv["ts_ns"], lv["engine_seq"], lv["instrument"], lv["kind"] = ts_ns, engine_seq, instrument, MdKind.LEVEL
+    for side, (p, q, c), sl in ((1, bids, slice(0, nb)), (2, asks, slice(nb, nb + na))):
+        lv["price_ticks"][sl], lv["qty_lots"][sl], lv["count"][sl], lv["side"][sl] = p, q, c, side
+    flags = BookFlag.FULL | (BookFlag.TRUNCATED if truncated else 0)
+    begin, end = book_frames(instrument, seq, 0, ts_ns, nb + na, depth, flags, cause)
+    return begin + lv.tobytes() + end
 
 
 def book_frames(instrument: int, md_seq: int, first_seq: int, ts_ns: int, levels: int, depth: int, flags: int,

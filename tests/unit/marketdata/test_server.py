@@ -1,0 +1,119 @@
+"""The stage behind the TCP server, in process: the async SDK over loopback, recording and replay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from microex.client.marketdata import MarketDataClient
+from microex.core.records import EventKind, MdReason
+from microex.marketdata.recording import read_header, read_recording
+from microex.marketdata.recording import Recorder
+from microex.marketdata.replay import replay
+from microex.marketdata.server import MdServer
+from microex.marketdata.stage import MarketDataStage
+from microex.marketdata.state import MarketState
+from microex.protocol.md_binary import MdStatus, SubFlag
+
+from tests.unit.marketdata._streams import engine, random_commands
+
+
+async def _until(pred, timeout=10.0):
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.005)
+
+
+def test_sdk_over_tcp_recording_and_replay(tmp_path):
+    async def main():
+        eng = engine()
+        state = MarketState(3)
+        warm = eng.process(random_commands(1, 300))
+        state.apply(warm)  # a book before the stage serves (what the start-up rebuild does)
+        rec = Recorder(tmp_path / "feed.mdrec", state, start_seq=300)
+        stage = MarketDataStage(state, min_seq=300, recorder=rec)
+        server = MdServer(stage, heartbeat_s=0.2)
+        port = await server.start("127.0.0.1", 0)
+        trades, tickers, statuses = [], [], []
+        md = await MarketDataClient.connect("127.0.0.1", port, on_trade=trades.append)
+        md.on_ticker.append(tickers.append)
+        md.on_status.append(statuses.append)
+        await md.subscribe(1)
+        await md.subscribe(2)
+        await md.subscribe(3, SubFlag.TRADES)
+        await md.wait_synced(1)
+        await md.wait_synced(2)
+        for k in range(20):
+            cmds = random_commands(100 + k, 200, first_seq=301 + 200 * k, first_id=301 + 200 * k)
+            ev = eng.process(cmds)
+            stage.on_events(ev[:len(ev) // 2])
+            stage.on_events(ev[len(ev) // 2:])
+            if k % 5 == 0:
+                stage.on_timer()
+            await asyncio.sleep(0)
+        await _until(lambda: all(md.book(i).md_seq == state.md_seq(i) for i in (1, 2)))
+        for i in (1, 2):
+            assert md.book(i).depth(1, 10**6) == eng.depth(i, 1, 10**6)
+            assert md.book(i).depth(2, 10**6) == eng.depth(i, 2, 10**6)
+        assert md.book(3) is None  # trades only: no replica
+        n_trades = int((state.inst[1:, 1]).sum() - 0)
+        await _until(lambda: len(trades) == n_trades - _trades_before(warm))
+        assert {int(t["instrument"]) for t in trades} == {1, 2, 3}
+        assert tickers and {s.status for s in statuses} == {MdStatus.SUBSCRIBED}
+        assert md.stats()[1]["gaps"] == 0
+        await md.close()
+        await server.close()
+        return {i: (eng.depth(i, 1, 10**6), eng.depth(i, 2, 10**6), state.md_seq(i)) for i in (1, 2, 3)}, len(trades)
+
+    books, n_trades = asyncio.run(main())
+    assert read_header(tmp_path / "feed.mdrec")["start_seq"] == 300
+    assert sum(len(r.records) for r in read_recording(tmp_path / "feed.mdrec")) > 1000
+
+    async def replayed():
+        started = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(replay(str(tmp_path / "feed.mdrec"), 0, "127.0.0.1", 0, wait_subscribers=1,
+                                          linger_s=0.3, ready=started.set_result))
+        port = await started
+        trades, ended = [], []
+        md = await MarketDataClient.connect("127.0.0.1", port, on_trade=trades.append)
+        md.on_status.append(lambda s: ended.append(s) if s.status == MdStatus.END else None)
+        for i in (1, 2, 3):
+            await md.subscribe(i)
+        feed = await task
+        for i in (1, 2, 3):
+            bids, asks, seq = books[i]
+            assert md.book(i).md_seq == seq
+            assert md.book(i).depth(1, 10**6) == bids and md.book(i).depth(2, 10**6) == asks
+        assert len(ended) == 3 and ended[0].reason == MdReason.REPLAY_END
+        assert len(trades) == n_trades and feed.books.gaps == 0
+        await md.close()
+
+    asyncio.run(replayed())
+
+
+def _trades_before(events: np.ndarray) -> int:
+    return int((events["kind"] == EventKind.TRADE).sum())
+
+
+def test_client_reconnects_and_resyncs():
+    async def main():
+        eng = engine()
+        state = MarketState(3)
+        stage = MarketDataStage(state)
+        server = MdServer(stage)
+        port = await server.start("127.0.0.1", 0)
+        md = await MarketDataClient.connect("127.0.0.1", port, reconnect_delay_s=0.01)
+        await md.subscribe(1)
+        await md.wait_synced(1)
+        stage.on_events(eng.process(random_commands(7, 300)))
+        for conn in list(server.connections.values()):
+            conn.transport.abort()  # the server drops every connection
+        await _until(lambda: md.reconnects == 1)
+        stage.on_events(eng.process(random_commands(8, 300, first_seq=301, first_id=301)))
+        await _until(lambda: md.synced(1) and md.book(1).md_seq == state.md_seq(1))
+        assert md.book(1).depth(1, 10**6) == eng.depth(1, 1, 10**6)
+        await md.close()
+        await server.close()
+
+    asyncio.run(main())
