@@ -80,8 +80,8 @@ class Strategy:
 
     def cancel_all(self, instrument: int | None = None) -> int:
         """Cancel its open orders (of one instrument); how many cancels were sent."""
-        return sum(1 for cid in [c for c, o in self._slot.orders.items()
-                                 if instrument is None or o.instrument == instrument] if self.cancel(cid))
+        cids = [cid for cid, o in self._slot.orders.items() if instrument is None or o.instrument == instrument]
+        return sum(1 for cid in cids if self.cancel(cid))
 
     # -- views
 

@@ -17,8 +17,9 @@ the strategy's open orders, drops it from the dispatch table and reports it).
   (burst - 1) intervals. Integers only (ns). The runtime's own cancels (on
   stop) are never counted.
 - max_loss (quote units): realized - fees + unrealized against the mid; checked
-  on every fill and every book update of an instrument the strategy holds
-  (pnl.py); below -max_loss the strategy stops with MAX_LOSS.
+  on every fill and after every MARKET chunk that moved the mid of an
+  instrument the strategy holds (the chunk's last mid: pnl.mark_batch); below
+  -max_loss the strategy stops with MAX_LOSS.
 
 Reason codes live in 90-99, above the engine's (1-59) and the gateway's (60-79)
 ranges, so one reason field can carry any of them.

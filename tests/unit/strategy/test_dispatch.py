@@ -145,3 +145,25 @@ def test_instruments_outside_the_table_are_ignored(rt):
     md["kind"], md["instrument"], md["bid"], md["ask"] = 1, [99, 1], 5, 6
     rt.on_market(md)
     assert a.books == [(1, 5, 6, 0)]
+
+
+def test_a_thousand_strategies_each_get_exactly_their_instruments_records():
+    from microex.strategy import StrategyRuntime
+
+    rng = np.random.default_rng(11)
+    rt = StrategyRuntime(max_instruments=100)
+    rt.attach(object())
+    subs = [rng.choice(100, 2, replace=False) + 1 for _ in range(1_000)]
+    strategies = [Recorder() for _ in subs]
+    for s, insts in zip(strategies, subs):
+        rt.add(s, insts.tolist())
+    rt.start()
+    rows = [(int(i), 100, 1, 101, 1) for i in rng.integers(1, 101, 5_000)]
+    md = book_records(rows)
+    for a in range(0, len(md), 256):
+        rt.on_market(md[a:a + 256])
+    per_inst = np.bincount(md["instrument"], minlength=101)
+    for s, insts in zip(strategies, subs):
+        assert len(s.books) == per_inst[insts].sum()
+        assert {b[0] for b in s.books} <= set(insts.tolist())
+    assert rt.delivered[:1_000].tolist() == [int(per_inst[i].sum()) for i in subs]

@@ -114,3 +114,13 @@ def test_max_loss_on_a_fill(rt):
     rt.on_report(fill(cid, 1, Side.SELL, 100, 2, 4))  # short 6 at 100: -120
     assert rt.slots[0].reason == StopReason.MAX_LOSS
     assert s.pnl().total == -120
+
+
+def test_cancel_all_per_instrument_and_in_all(rt):
+    s = Idle()
+    rt.add(s, [1, 2])
+    rt.start()
+    a, b, c = s.place(1, Side.BUY, 1, 1), s.place(2, Side.BUY, 1, 1), s.place(1, Side.SELL, 9, 1)
+    assert s.cancel_all(1) == 2 and rt.link.sent[-2:] == [("cancel", a), ("cancel", c)]
+    assert s.cancel_all() == 3  # the orders stay open until the venue confirms
+    assert rt.slots[0].active and rt.link.sent[-1] == ("cancel", c) and b in s.orders
