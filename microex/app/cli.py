@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8080)")
     sv.add_argument("--gateways", type=int, help="gateway processes sharing the ports (SO_REUSEPORT)")
     sv.add_argument("--fsync", help="journal fsync policy: none, batch, interval:N (default batch)")
+    sv.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9100, 0: off)")
 
     from microex.perf import loadtest
 

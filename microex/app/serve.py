@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import signal
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from microex.gateway.inprocess import deposit_commands
 from microex.gateway.process import GatewaySettings, gateway_main
 from microex.pipeline.datadir import DataDir, write_atomic
 from microex.pipeline.local import LocalPipeline, run_child
+from microex.pipeline.metrics import MetricsBlock, MetricsCollector, serve_metrics
 
 STATUS_EVERY_S = 5.0
 DRAIN_EVERY_S = 0.005  # the outbound ring holds 2^18 events: ~50 ms at the highest rates
@@ -51,6 +53,8 @@ class Venue:
         self.gateways: list[mp.Process] = []
         self.commands = self.events = 0
         self.rejects: dict[int, int] = {}
+        self.metrics: MetricsBlock | None = None
+        self.metrics_server = None
 
     def _on_signal(self, *_) -> None:
         self.stop = True
@@ -70,10 +74,11 @@ class Venue:
                                    "serving the one in its engine.json[/]")
         run = self._next_run(data)
         self.console.print(f"starting the engine on {data.root} (run {run}) ...")
+        self.metrics = MetricsBlock.create(f"mxm{os.getpid()}x{time.monotonic_ns() % 10**9}")
         self.pipe = LocalPipeline(str(data.root), fsync=cfg.fsync, snapshot_every=cfg.snapshot_every,
                                   producers=1 + cfg.gateways, consumers=1 + cfg.gateways,
                                   idle_spin_us=-1 if cfg.busy_poll else cfg.engine_spin_us,
-                                  cpu=cfg.engine_cpu)
+                                  cpu=cfg.engine_cpu, metrics=self.metrics.name)
         if first:
             self._bootstrap()
         ctx = mp.get_context("spawn")
@@ -82,11 +87,16 @@ class Venue:
             gs = GatewaySettings(gateway_no=k, inbound=self.pipe.inbounds[1 + k].name, outbound=self.pipe.outbound.name,
                                  consumer_index=1 + k, api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
                                  heartbeat_ms=cfg.heartbeat_ms, rate_per_s=cfg.rate_per_s, burst=cfg.burst, run=run,
-                                 ack_spin_us=cfg.ack_spin_us, busy_poll=cfg.busy_poll,
+                                 ack_spin_us=cfg.ack_spin_us, busy_poll=cfg.busy_poll, metrics=self.metrics.name,
                                  cpu=cfg.gateway_cpus[k % len(cfg.gateway_cpus)] if cfg.gateway_cpus else None)
             p = ctx.Process(target=run_child, args=(gateway_main, gs, ready[k]), daemon=True, name=f"microex-gateway-{k}")
             p.start()
             self.gateways.append(p)
+        if cfg.metrics_port:
+            rings = [("inbound.supervisor", self.pipe.inbounds[0]), ("outbound", self.pipe.outbound)]
+            rings += [(f"inbound.gateway{k}", r) for k, r in enumerate(self.pipe.inbounds[1 : 1 + cfg.gateways])]
+            self.metrics_server = serve_metrics(MetricsCollector(self.metrics, rings, cfg.gateways), cfg.metrics_port,
+                                                cfg.host)
         deadline = time.monotonic() + 60
         for k, ev in enumerate(ready):
             while not ev.wait(0.05):
@@ -152,6 +162,7 @@ class Venue:
                 dt = now - last_t
                 self.console.print(f"seq {self.pipe.published:,}  commands {(self.commands - last_c) / dt:,.0f}/s  "
                                    f"events {(self.events - last_e) / dt:,.0f}/s")
+                self.console.file.flush()
                 last_t, last_c, last_e = now, self.commands, self.events
 
     def close(self) -> None:
@@ -170,6 +181,12 @@ class Venue:
             self._drain()
             self.pipe.close()  # the engine snapshots on SIGTERM
             self.pipe = None
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
 
     def banner(self) -> None:
         cfg, c = self.cfg, self.console
@@ -182,7 +199,10 @@ class Venue:
             c.print(f"demo accounts (also in {Path(cfg.data) / 'demo-keys.json'}):")
             for k in cfg.api_keys:
                 c.print(f"  account {k.account:2d}  api_key {k.api_key}  secret {k.secret}")
+        if cfg.metrics_port:
+            c.print(f"Prometheus metrics: http://{cfg.host}:{cfg.metrics_port}/metrics")
         c.print("Ctrl-C stops the venue (a snapshot is taken).")
+        c.file.flush()  # a log file sees the keys at once, not when a buffer fills
 
 
 def main(args) -> int:
@@ -191,7 +211,7 @@ def main(args) -> int:
     else:
         cfg = demo_config(args.data or "microex-data")
     cfg.override(data=args.data, host=args.host, bin_port=args.bin_port, http_port=args.http_port,
-                 gateways=args.gateways, fsync=args.fsync)
+                 gateways=args.gateways, fsync=args.fsync, metrics_port=getattr(args, "metrics_port", None))
     venue = Venue(cfg)
     try:
         venue.start()

@@ -23,7 +23,8 @@ from microex.core.venue import VenueConfig
 
 _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "heartbeat_ms", "rate_per_s", "burst",
                "snapshot_every",
-               "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll"}
+               "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll",
+               "metrics_port"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
 _INSTRUMENT_EDGE_KEYS = ("ref_price",)
 DEMO_ACCOUNTS = 10
@@ -46,6 +47,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     http_port: int = 8080
     bin_port: int = 9001
+    metrics_port: int = 9100  # Prometheus /metrics (0: off)
     data: str = "microex-data"
     fsync: str = "batch"
     gateways: int = 1

@@ -46,6 +46,7 @@ class GatewaySettings:
     burst: float | None = None
     ack_spin_us: int = 0  # see RingEngineLink
     busy_poll: bool = False  # see GatewayServer
+    metrics: str | None = None  # shared-memory name of the venue's MetricsBlock
     run: int = 1  # how many times the venue has started on this data dir
     cpu: int | None = None
 
@@ -54,13 +55,19 @@ async def serve_gateway(settings: GatewaySettings, ready=None) -> None:
     from microex.gateway.ring_link import RingEngineLink
     from microex.gateway.server import GatewayServer
     from microex.gateway.session import GatewaySessions
+    from microex.pipeline.metrics import GATEWAY_WORDS, MetricsBlock, gateway_base
 
     s = settings
     sessions = GatewaySessions(s.api_keys, heartbeat_ms=s.heartbeat_ms, rate_per_s=s.rate_per_s, burst=s.burst,
                                first_order_id=first_order_id(s.run, s.gateway_no),
                                first_session_id=first_session_id(s.gateway_no))
     link = RingEngineLink(s.inbound, s.outbound, s.consumer_index, ack_spin_us=s.ack_spin_us)
-    server = GatewayServer(sessions, link, busy_poll=s.busy_poll)
+    metrics = MetricsBlock.attach(s.metrics) if s.metrics else None
+    counters = None
+    if metrics is not None:
+        base = gateway_base(s.gateway_no)
+        counters = metrics.words[base : base + GATEWAY_WORDS]
+    server = GatewayServer(sessions, link, busy_poll=s.busy_poll, counters=counters)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -31,12 +31,25 @@ import collections
 import itertools
 import os
 import socket
+import time
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
 import numpy as np
 
 from microex.gateway.session import GatewaySessions
+from microex.pipeline.metrics import (
+    G_BYTES_IN,
+    G_COMMANDS,
+    G_CONNECTIONS,
+    G_READ_HIST,
+    G_READS,
+    G_REPORT_BYTES,
+    G_SESSIONS,
+    G_SLOW,
+    GATEWAY_WORDS,
+    observe,
+)
 from microex.protocol.binary import ProtocolReason
 
 MAX_WRITE_BUFFER = 4 << 20
@@ -74,7 +87,11 @@ class _Connection(asyncio.Protocol):
 
 class GatewayServer:
     def __init__(self, sessions: GatewaySessions, link: EngineLink, *, timer_s: float = 0.1,
-                 max_write_buffer: int = MAX_WRITE_BUFFER, busy_poll: bool = False) -> None:
+                 max_write_buffer: int = MAX_WRITE_BUFFER, busy_poll: bool = False,
+                 counters: np.ndarray | None = None) -> None:
+        # this gateway's metrics region (pipeline/metrics.py G_* words): a view into the
+        # venue's shared MetricsBlock, or a private array
+        self.counters = np.zeros(GATEWAY_WORDS, dtype=np.int64) if counters is None else counters
         self.busy_poll = busy_poll
         self._spinner: asyncio.Task | None = None
         self.sessions = sessions
@@ -85,7 +102,6 @@ class GatewayServer:
         self._ids = itertools.count(1)
         self._servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.Task | None = None
-        self.stats = {"connections": 0, "bytes_in": 0, "commands": 0, "events": 0}
         self.closed_reasons: collections.deque = collections.deque(maxlen=1000)  # (conn, reason), newest last
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> int:
@@ -120,25 +136,30 @@ class GatewayServer:
     def _connected(self, conn: _Connection) -> None:
         self.connections[conn.conn_id] = conn
         self.sessions.on_connect(conn.conn_id)
-        self.stats["connections"] += 1
+        self.counters[G_CONNECTIONS] = len(self.connections)
 
     def _received(self, conn: _Connection, data: bytes) -> None:
-        self.stats["bytes_in"] += len(data)
+        t0 = time.perf_counter_ns()
         cmds, replies, closed = self.sessions.on_bytes(conn.conn_id, data)
         self._deliver(replies, closed)
+        counters = self.counters
         if len(cmds):
-            self.stats["commands"] += len(cmds)
+            counters[G_COMMANDS] += len(cmds)
             self.link.submit(cmds)
+        counters[G_READS] += 1
+        counters[G_BYTES_IN] += len(data)
+        counters[G_SESSIONS] = len(self.sessions.sessions)
+        observe(counters, G_READ_HIST, time.perf_counter_ns() - t0)
 
     def _lost(self, conn: _Connection) -> None:
         if self.connections.pop(conn.conn_id, None) is None:
             return
+        self.counters[G_CONNECTIONS] = len(self.connections)
         cmds = self.sessions.on_disconnect(conn.conn_id)
         if len(cmds):
             self.link.submit(cmds)
 
     def on_events(self, events: np.ndarray) -> None:
-        self.stats["events"] += len(events)
         self._deliver(self.sessions.on_events(events), ())
 
     def _deliver(self, replies: dict, closed) -> None:
@@ -148,6 +169,7 @@ class GatewayServer:
             if conn is None or conn.transport.is_closing():
                 continue
             conn.transport.write(data)
+            self.counters[G_REPORT_BYTES] += len(data)
             if conn.transport.get_write_buffer_size() > self.max_write_buffer:
                 slow.append(conn)
         for conn_id, reason in closed:
@@ -162,7 +184,7 @@ class GatewayServer:
     def _close_slow(self, conn: _Connection) -> None:
         # Its unread reports would pile up without bound. A LOGOUT SLOW_CONSUMER would only
         # queue behind them, so the connection is aborted (connection_lost follows).
-        self.stats["slow_consumers"] = self.stats.get("slow_consumers", 0) + 1
+        self.counters[G_SLOW] += 1
         self.closed_reasons.append((conn.conn_id, int(ProtocolReason.SLOW_CONSUMER)))
         conn.transport.abort()
 

@@ -38,7 +38,8 @@ import numpy as np
 
 from microex.core.records import COMMAND, EVENT, EventKind
 from microex.pipeline.datadir import DataDir
-from microex.pipeline.journal import Journal
+from microex.pipeline.journal import HEADER_SIZE, RECORD_SIZE, Journal
+from microex.pipeline.metrics import MetricsBlock, count_commands, count_events
 from microex.pipeline.recovery import recover
 from microex.pipeline.ring import RingBuffer
 from microex.pipeline.ring_consumer import wait_any
@@ -58,6 +59,7 @@ class EngineSettings:
     prune_journal: bool = False  # after a snapshot, drop journal segments it covers (replay then needs it)
     cpu: int | None = None  # pin the engine to this core
     gc_freeze: bool = True  # freeze start-up objects out of the GC's way
+    metrics: str | None = None  # shared-memory name of the MetricsBlock to count into
     idle_spin_us: int = 0  # after the last command, poll this long (yielding) before blocking; < 0: never block
 
 
@@ -88,6 +90,14 @@ class EngineLoop:
         rings = [RingBuffer.attach(name, COMMAND) for name in s.inbound]
         consumers = [r.consumer(0) for r in rings]
         out = RingBuffer.attach(s.outbound, EVENT)
+        metrics = MetricsBlock.attach(s.metrics) if s.metrics else None
+        words = metrics.words if metrics is not None else None
+        sink = out.write
+        if words is not None:
+            def sink(events, write=out.write, words=words):
+                write(events)
+                count_events(words, events)
+        clock = time.perf_counter_ns
         cmds = np.zeros(s.batch, dtype=COMMAND)
         marker = np.zeros(1, dtype=EVENT)
         marker["kind"] = EventKind.BATCH
@@ -116,19 +126,23 @@ class EngineLoop:
                         self._snapshot(engine, last_seq)
                     continue
                 busy = True
+                t0 = clock()
                 batch = cmds[:n]
                 batch["seq"] = np.arange(last_seq + 1, last_seq + n + 1)
                 unstamped = batch["ts_ns"] == 0
                 if unstamped.any():
                     batch["ts_ns"][unstamped] = time.time_ns()
                 journal.append(batch)
+                t1 = clock()
                 last_seq += n
-                engine.run(batch, out.write)
+                engine.run(batch, sink)
                 marker["seq"] = last_seq
                 marker["qty_lots"] = n
                 out.write(marker)
                 for c in consumers:
                     c.commit()
+                if words is not None:
+                    count_commands(words, batch, clock() - t0, t1 - t0, HEADER_SIZE + n * RECORD_SIZE, last_seq)
                 since_snapshot += n
                 if self.snapshot_requested or (s.snapshot_every and since_snapshot >= s.snapshot_every):
                     self._snapshot(engine, last_seq)
@@ -144,6 +158,8 @@ class EngineLoop:
             for r in rings:
                 r.close()
             out.close()
+            if metrics is not None:
+                metrics.close()
         return last_seq
 
     def _snapshot(self, engine, last_seq: int) -> None:

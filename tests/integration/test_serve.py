@@ -29,6 +29,8 @@ def _free_port() -> int:
 class Serve:
     def __init__(self, data: Path, port: int, *extra: str) -> None:
         self.port = port
+        if "--metrics-port" not in extra:
+            extra = (*extra, "--metrics-port", "0")
         self.log = data.parent / f"serve-{port}.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--data", str(data),
                                       "--bin-port", str(port), "--fsync", "none", *extra],
@@ -38,10 +40,12 @@ class Serve:
             assert self.proc.poll() is None, self.log.read_text()
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
+                if "Ctrl-C stops" in self.log.read_text():  # the banner is out too
+                    return
             except OSError:
-                assert time.monotonic() < deadline, "microex serve did not open its port"
-                time.sleep(0.2)
+                pass
+            assert time.monotonic() < deadline, "microex serve did not start"
+            time.sleep(0.2)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -53,6 +57,18 @@ def data(tmp_path):
     return tmp_path / "data"
 
 
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
 def _keys(data: Path) -> list[bytes]:
     doc = json.loads((data / "demo-keys.json").read_text())
     assert [k["account"] for k in doc] == list(range(1, 11))
@@ -61,8 +77,8 @@ def _keys(data: Path) -> list[bytes]:
 
 
 def test_serve_demo_venue_trades_survives_a_restart_and_rejects_bad_input(data):
-    port = _free_port()
-    venue = Serve(data, port, "--gateways", "2")
+    port, metrics_port = _free_port(), _free_port()
+    venue = Serve(data, port, "--gateways", "2", "--metrics-port", str(metrics_port))
     try:
         keys = _keys(data)
         banner = venue.log.read_text()
@@ -99,6 +115,16 @@ def test_serve_demo_venue_trades_survives_a_restart_and_rejects_bad_input(data):
             await bob.close()
 
         asyncio.run(asyncio.wait_for(first_run(), 60))
+        metrics = _scrape(metrics_port)
+        # 3 SET_PRICE + 30 deposits at first start, then 6 NEW from the clients (one to an unknown instrument)
+        assert metrics['microex_engine_commands_total{action="new"}'] == 6
+        assert metrics['microex_engine_commands_total{action="deposit"}'] == 30
+        assert metrics['microex_engine_rejects_total{reason="risk_price_band"}'] == 1
+        assert metrics['microex_engine_rejects_total{reason="risk_max_qty"}'] == 1
+        assert metrics['microex_engine_events_total{kind="trade"}'] == 1
+        reads = sum(v for k, v in metrics.items() if k.startswith("microex_gateway_reads_total"))
+        assert reads >= 8 and metrics["microex_engine_batch_seconds_count"] >= 2
+        assert 'microex_ring_fill{ring="outbound"}' in metrics
     finally:
         assert venue.stop() == 0
     assert list((data / "snapshots").glob("snapshot-*.snap")), "a clean stop takes a snapshot"
