@@ -30,6 +30,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from microex.core.records import Action, EventKind, Reason
+from microex.pipeline.metrics import BUCKETS, observe
 from microex.protocol.binary import DTYPES, EXEC_REPORT, Liquidity, MsgType
 
 DONE, PENDING, LIVE = 0, 1, 2
@@ -123,8 +124,12 @@ def _report(rec, k, e, cid, maker):
 
 @njit(cache=True)
 def route_reports(events, lo, hi, owner_sidx, owner_cid, status, next_seq, rec, rec_u8, frame_sidx, out,
-                  seg_sidx, seg_start, seg_end):
-    """Returns the number of segments (sessions with frames). See the module docstring."""
+                  seg_sidx, seg_start, seg_end, now_ns, ack_hist):
+    """Returns the number of segments (sessions with frames). See the module docstring.
+
+    The first answer to each of our NEWs (accepted or rejected, its status still
+    pending) adds now_ns - the command's ts_ns (stamped when the gateway read it)
+    to the latency histogram ack_hist (metrics.observe's layout)."""
     k = 0
     for i in range(events.shape[0]):
         e = events[i]
@@ -138,6 +143,8 @@ def route_reports(events, lo, hi, owner_sidx, owner_cid, status, next_seq, rec, 
             frame_sidx[k] = owner_sidx[slot]
             k += 1
             st = status[slot]
+            if st == PENDING and (kind == _ACCEPTED or kind == _REJECTED):
+                observe(ack_hist, 0, now_ns - e.ts_ns)
             if kind == _TRADE:
                 status[slot] = DONE if e.leaves_lots <= 0 else LIVE
             elif kind == _CANCELLED:

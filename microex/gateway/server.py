@@ -39,6 +39,8 @@ import numpy as np
 
 from microex.gateway.session import GatewaySessions
 from microex.pipeline.metrics import (
+    BUCKETS,
+    G_ACK_HIST,
     G_BYTES_IN,
     G_COMMANDS,
     G_CONNECTIONS,
@@ -92,6 +94,7 @@ class GatewayServer:
         # this gateway's metrics region (pipeline/metrics.py G_* words): a view into the
         # venue's shared MetricsBlock, or a private array
         self.counters = np.zeros(GATEWAY_WORDS, dtype=np.int64) if counters is None else counters
+        sessions.ack_hist = self.counters[G_ACK_HIST : G_ACK_HIST + BUCKETS + 1]
         self.busy_poll = busy_poll
         self._spinner: asyncio.Task | None = None
         self.sessions = sessions

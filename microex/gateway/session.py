@@ -65,6 +65,7 @@ import numpy as np
 
 from microex.core.records import COMMAND, EVENT, Action, EventKind, Reason
 from microex.gateway.orders import OrderIdMap, ReportBuffers, lookup_orders, new_client_map, new_order_commands, route_reports
+from microex.pipeline.metrics import BUCKETS
 from microex.protocol.binary import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
@@ -204,6 +205,9 @@ class GatewaySessions:
         self._by_index: list[Session | None] = []  # logged-in sessions by index (None: not or no longer)
         self._next_seq = np.ones(64, dtype=np.int64)  # per session index: its next outgoing frame seq
         self._reports = ReportBuffers()
+        # order -> ack inside the venue (pipeline/metrics.py histogram layout); the server may
+        # point it at the shared metrics block
+        self.ack_hist = np.zeros(BUCKETS + 1, dtype=np.int64)
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -404,12 +408,12 @@ class GatewaySessions:
             return {}
         ids, buf = self.ids, self._reports
         buf.ensure(2 * n)
+        now = self.clock() if now_ns is None else now_ns
         nseg = route_reports(events, ids.base, ids.next_eid, ids.owner_sidx, ids.owner_cid, ids.status,
                              self._next_seq, buf.rec, buf.rec_u8, buf.frame_sidx, buf.out, buf.seg_sidx,
-                             buf.seg_start, buf.seg_end)
+                             buf.seg_start, buf.seg_end, now, self.ack_hist)
         if not nseg:
             return {}
-        now = self.clock() if now_ns is None else now_ns
         replies = {}
         by_index, out = self._by_index, buf.out
         for sidx, a, b in zip(buf.seg_sidx[:nseg].tolist(), buf.seg_start[:nseg].tolist(),

@@ -42,7 +42,8 @@ ENGINE_WORDS = E_JOURNAL_HIST + BUCKETS + 1
 # one gateway's region
 G_CONNECTIONS, G_SESSIONS, G_BYTES_IN, G_COMMANDS, G_REPORT_BYTES, G_SLOW, G_READS = range(7)
 G_READ_HIST = 7
-GATEWAY_WORDS = G_READ_HIST + BUCKETS + 1
+G_ACK_HIST = G_READ_HIST + BUCKETS + 1  # order received -> its accept/reject event back at the gateway
+GATEWAY_WORDS = G_ACK_HIST + BUCKETS + 1
 WORDS = ENGINE_WORDS + MAX_GATEWAYS * GATEWAY_WORDS
 
 
@@ -166,7 +167,7 @@ class MetricsCollector:
             ("slow_consumers", "Connections closed for not reading"), ("reads", "Socket reads handled"))}
         conns = GaugeMetricFamily("microex_gateway_connections", "Open connections", labels=["gateway"])
         sessions = GaugeMetricFamily("microex_gateway_sessions", "Logged-in sessions", labels=["gateway"])
-        reads = []
+        reads, acks = [], []
         for k in range(self.gateways):
             base = gateway_base(k)
             for name, off in (("bytes_in", G_BYTES_IN), ("commands", G_COMMANDS),
@@ -175,6 +176,7 @@ class MetricsCollector:
             conns.add_metric([str(k)], float(w[base + G_CONNECTIONS]))
             sessions.add_metric([str(k)], float(w[base + G_SESSIONS]))
             reads.append((str(k), *_hist(w, base + G_READ_HIST)))
+            acks.append((str(k), *_hist(w, base + G_ACK_HIST)))
         yield from g.values()
         yield conns
         yield sessions
@@ -184,6 +186,13 @@ class MetricsCollector:
         for label, buckets, total in reads:
             h.add_metric([label], buckets, total)
         yield h
+        a = HistogramMetricFamily("microex_gateway_order_to_ack_seconds",
+                                  "Venue-side order -> ack: a NEW read by the gateway -> its accepted/rejected "
+                                  "event back at the gateway (rings, sequencer, journal, matching)",
+                                  labels=["gateway"])
+        for label, buckets, total in acks:
+            a.add_metric([label], buckets, total)
+        yield a
         fill = GaugeMetricFamily("microex_ring_fill", "Records published but not yet consumed by the slowest "
                                  "consumer", labels=["ring"])
         cap = GaugeMetricFamily("microex_ring_capacity", "Ring slots", labels=["ring"])

@@ -125,6 +125,8 @@ def test_serve_demo_venue_trades_survives_a_restart_and_rejects_bad_input(data):
         reads = sum(v for k, v in metrics.items() if k.startswith("microex_gateway_reads_total"))
         assert reads >= 8 and metrics["microex_engine_batch_seconds_count"] >= 2
         assert 'microex_ring_fill{ring="outbound"}' in metrics
+        acks = [v for k, v in metrics.items() if k.startswith("microex_gateway_order_to_ack_seconds_count")]
+        assert sum(acks) == 6  # each NEW that reached the engine, once
     finally:
         assert venue.stop() == 0
     assert list((data / "snapshots").glob("snapshot-*.snap")), "a clean stop takes a snapshot"
