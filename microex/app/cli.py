@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8080)")
     sv.add_argument("--gateways", type=int, help="gateway processes sharing the ports (SO_REUSEPORT)")
     sv.add_argument("--fsync", help="journal fsync policy: none, batch, interval:N (default batch)")
+    sv.add_argument("--md-port", type=int, help="binary market-data feed port (default 9002, 0: none)")
+    sv.add_argument("--md-record", help="record the market-data feed into files in this directory")
     sv.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9100, 0: off)")
 
     from microex.perf import loadtest
@@ -65,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     from microex.app import sim as sim_cmd
 
     sim_cmd.add_arguments(sub.add_parser("sim", help="a strategy file or example in simulation: report, JSON, PNG"))
+
+    md = sub.add_parser("md", help="market data: replay a recording (serve --md-record DIR makes them)")
+    msub = md.add_subparsers(dest="md_command", required=True)
+    mr = msub.add_parser("replay", help="serve a recorded feed to subscribers, at its pace or faster")
+    mr.add_argument("file", help="a .mdrec recording")
+    mr.add_argument("--speed", type=float, default=1.0, help="1: original pace, 10: ten times faster, 0: at once")
+    mr.add_argument("--host", default="127.0.0.1")
+    mr.add_argument("--port", type=int, default=9002)
+    mr.add_argument("--wait-subscribers", type=int, default=0, help="start once this many are connected")
+    mr.add_argument("--linger", type=float, default=1.0, help="seconds to keep serving after the end")
 
     b = sub.add_parser("bench", help="benchmarks (results as JSON under bench/results/)")
     bsub = b.add_subparsers(dest="suite", required=True)
@@ -116,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         from microex.perf.loadtest import main as loadtest_main
 
         return loadtest_main(args)
+    if args.command == "md":
+        from microex.marketdata.replay import main as md_main
+
+        return md_main(args)
     if args.command == "serve":
         from microex.app.serve import main as serve_main
 

@@ -36,6 +36,7 @@ from microex.core.config import EngineConfig
 from microex.core.records import COMMAND, Action, EventKind
 from microex.gateway.inprocess import deposit_commands
 from microex.gateway.process import GatewaySettings, gateway_main
+from microex.marketdata.server import MdSettings, md_main
 from microex.pipeline.datadir import DataDir, write_atomic
 from microex.pipeline.local import LocalPipeline, run_child
 from microex.pipeline.metrics import MetricsBlock, MetricsCollector, serve_metrics
@@ -51,6 +52,7 @@ class Venue:
         self.stop = False
         self.pipe: LocalPipeline | None = None
         self.gateways: list[mp.Process] = []
+        self.md: mp.Process | None = None  # the market-data stage
         self.commands = self.events = 0
         self.rejects: dict[int, int] = {}
         self.metrics: MetricsBlock | None = None
@@ -76,7 +78,7 @@ class Venue:
         self.console.print(f"starting the engine on {data.root} (run {run}) ...")
         self.metrics = MetricsBlock.create(f"mxm{os.getpid()}x{time.monotonic_ns() % 10**9}")
         self.pipe = LocalPipeline(str(data.root), fsync=cfg.fsync, snapshot_every=cfg.snapshot_every,
-                                  producers=1 + cfg.gateways, consumers=1 + cfg.gateways,
+                                  producers=1 + cfg.gateways, consumers=1 + cfg.gateways + (1 if cfg.md_port else 0),
                                   idle_spin_us=-1 if cfg.busy_poll else cfg.engine_spin_us,
                                   cpu=cfg.engine_cpu, metrics=self.metrics.name)
         if first:
@@ -97,12 +99,23 @@ class Venue:
             rings += [(f"inbound.gateway{k}", r) for k, r in enumerate(self.pipe.inbounds[1 : 1 + cfg.gateways])]
             self.metrics_server = serve_metrics(MetricsCollector(self.metrics, rings, cfg.gateways), cfg.metrics_port,
                                                 cfg.host)
+        md_ready = ctx.Event()
+        if cfg.md_port:  # the market-data stage: the outbound ring's last consumer
+            ms = MdSettings(data=str(data.root), outbound=self.pipe.outbound.name, consumer_index=1 + cfg.gateways,
+                            host=cfg.host, md_port=cfg.md_port, record=cfg.md_record or None)
+            self.md = ctx.Process(target=run_child, args=(md_main, ms, md_ready), daemon=True, name="microex-md")
+            self.md.start()
         deadline = time.monotonic() + 60
         for k, ev in enumerate(ready):
             while not ev.wait(0.05):
                 self._drain()
                 if not self.gateways[k].is_alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"gateway {k} did not start (is port {cfg.bin_port} in use?)")
+        deadline = time.monotonic() + 300  # the stage first rebuilds its books from the journal
+        while self.md is not None and not md_ready.wait(0.05):
+            self._drain()
+            if not self.md.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the market-data stage did not start (is port {cfg.md_port} in use?)")
 
     def _next_run(self, data: DataDir) -> int:
         path = data.root / "serve.json"
@@ -157,6 +170,8 @@ class Venue:
             for k, g in enumerate(self.gateways):
                 if not g.is_alive():
                     raise RuntimeError(f"gateway {k} exited (code {g.exitcode})")
+            if self.md is not None and not self.md.is_alive():
+                raise RuntimeError(f"the market-data stage exited (code {self.md.exitcode})")
             now = time.monotonic()
             if now - last_t >= STATUS_EVERY_S:
                 dt = now - last_t
@@ -177,6 +192,12 @@ class Venue:
                 g.join(0.01)
             if g.is_alive():
                 g.kill()
+        if self.md is not None:  # after the gateways: it publishes their last cancels
+            self.md.terminate()
+            self.md.join(10)
+            if self.md.is_alive():
+                self.md.kill()
+            self.md = None
         if self.pipe is not None:
             self._drain()
             self.pipe.close()  # the engine snapshots on SIGTERM
@@ -194,6 +215,9 @@ class Venue:
         c.print(f"[bold]microex venue[/] on {cfg.host}: binary order entry on port {cfg.bin_port} "
                 f"({cfg.gateways} gateway process{'es' if cfg.gateways > 1 else ''}), data in {cfg.data}, "
                 f"fsync={cfg.fsync}")
+        if cfg.md_port:
+            c.print(f"market data: binary feed on port {cfg.md_port}"
+                    + (f", recorded in {cfg.md_record}" if cfg.md_record else ""))
         c.print("instruments: " + ", ".join(f"{i}={s}" for s, i in venue.instrument_ids().items()))
         if cfg.demo:
             c.print(f"demo accounts (also in {Path(cfg.data) / 'demo-keys.json'}):")
@@ -212,6 +236,7 @@ def main(args) -> int:
         cfg = demo_config(args.data or "microex-data")
     cfg.override(data=args.data, host=args.host, bin_port=args.bin_port, http_port=args.http_port,
                  gateways=args.gateways, fsync=args.fsync, metrics_port=getattr(args, "metrics_port", None))
+    cfg.override(md_port=getattr(args, "md_port", None), md_record=getattr(args, "md_record", None))
     venue = Venue(cfg)
     try:
         venue.start()

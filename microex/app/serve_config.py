@@ -22,7 +22,7 @@ from pathlib import Path
 from microex.core.venue import VenueConfig
 
 _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "heartbeat_ms", "rate_per_s", "burst",
-               "snapshot_every",
+               "snapshot_every", "md_port", "md_record",
                "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll",
                "metrics_port"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
@@ -47,6 +47,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     http_port: int = 8080
     bin_port: int = 9001
+    md_port: int = 9002  # binary market-data feed (0: no market-data stage)
+    md_record: str = ""  # directory for feed recordings ("": none)
     metrics_port: int = 9100  # Prometheus /metrics (0: off)
     data: str = "microex-data"
     fsync: str = "batch"
