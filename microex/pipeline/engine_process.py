@@ -142,7 +142,8 @@ class EngineLoop:
                 for c in consumers:
                     c.commit()
                 if words is not None:
-                    count_commands(words, batch, clock() - t0, t1 - t0, HEADER_SIZE + n * RECORD_SIZE, last_seq)
+                    count_commands(words, batch, clock() - t0, t1 - t0, HEADER_SIZE + n * RECORD_SIZE, last_seq,
+                                   journal.durable_seq)
                 since_snapshot += n
                 if self.snapshot_requested or (s.snapshot_every and since_snapshot >= s.snapshot_every):
                     self._snapshot(engine, last_seq)

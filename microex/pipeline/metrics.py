@@ -36,7 +36,8 @@ E_REJECTS = E_EVENTS + N_KINDS  # per Reason
 E_BATCHES = E_REJECTS + N_REASONS
 E_LAST_SEQ = E_BATCHES + 1
 E_JOURNAL_BYTES = E_LAST_SEQ + 1
-E_BATCH_HIST = E_JOURNAL_BYTES + 1  # BUCKETS counts, then the sum
+E_DURABLE_SEQ = E_JOURNAL_BYTES + 1  # last seq known to be on disk (0 with fsync=none)
+E_BATCH_HIST = E_DURABLE_SEQ + 1  # BUCKETS counts, then the sum
 E_JOURNAL_HIST = E_BATCH_HIST + BUCKETS + 1
 ENGINE_WORDS = E_JOURNAL_HIST + BUCKETS + 1
 # one gateway's region
@@ -71,12 +72,13 @@ def count_events(words, events):
 
 
 @njit(cache=True)
-def count_commands(words, cmds, batch_ns, journal_ns, journal_bytes, last_seq):
+def count_commands(words, cmds, batch_ns, journal_ns, journal_bytes, last_seq, durable_seq):
     for j in range(cmds.shape[0]):
         a = cmds[j].action
         words[E_COMMANDS + (a if a < N_ACTIONS else 0)] += 1
     words[E_BATCHES] += 1
     words[E_LAST_SEQ] = last_seq
+    words[E_DURABLE_SEQ] = durable_seq
     words[E_JOURNAL_BYTES] += journal_bytes
     observe(words, E_BATCH_HIST, batch_ns)
     observe(words, E_JOURNAL_HIST, journal_ns)
@@ -153,6 +155,8 @@ class MetricsCollector:
         yield r
         yield CounterMetricFamily("microex_engine_batches", "Batches run by the engine", value=float(w[E_BATCHES]))
         yield GaugeMetricFamily("microex_engine_last_seq", "Last sequenced command", value=float(w[E_LAST_SEQ]))
+        yield GaugeMetricFamily("microex_journal_durable_seq", "Last command known to be on disk (fsync)",
+                                value=float(w[E_DURABLE_SEQ]))
         yield CounterMetricFamily("microex_journal_bytes", "Bytes appended to the journal",
                                   value=float(w[E_JOURNAL_BYTES]))
         for at, name, doc in ((E_BATCH_HIST, "microex_engine_batch_seconds",
@@ -201,6 +205,30 @@ class MetricsCollector:
             cap.add_metric([name], float(ring.capacity))
         yield fill
         yield cap
+
+
+def health(block: MetricsBlock, rings: list[tuple[str, object]] = (), gateways: int = 1) -> dict:
+    """The counters as JSON-able data, for the dashboard (which diffs successive snapshots)."""
+    w = block.words.copy()
+    gw = []
+    for k in range(gateways):
+        base = gateway_base(k)
+        gw.append({"connections": int(w[base + G_CONNECTIONS]), "sessions": int(w[base + G_SESSIONS]),
+                   "commands": int(w[base + G_COMMANDS]), "reads": int(w[base + G_READS]),
+                   "order_to_ack_buckets": w[base + G_ACK_HIST : base + G_ACK_HIST + BUCKETS].tolist()})
+    return {
+        "commands": int(w[E_COMMANDS : E_COMMANDS + N_ACTIONS].sum()),
+        "events": int(w[E_EVENTS : E_EVENTS + N_KINDS].sum() - w[E_EVENTS + EventKind.BATCH]),
+        "trades": int(w[E_EVENTS + EventKind.TRADE]),
+        "rejects": int(w[E_REJECTS : E_REJECTS + N_REASONS].sum()),
+        "last_seq": int(w[E_LAST_SEQ]), "durable_seq": int(w[E_DURABLE_SEQ]),
+        "journal_bytes": int(w[E_JOURNAL_BYTES]),
+        "batch_buckets": w[E_BATCH_HIST : E_BATCH_HIST + BUCKETS].tolist(),
+        "bucket_bounds_us": [1 << i for i in range(BUCKETS - 1)],
+        "gateways": gw,
+        "rings": [{"name": name, "fill": int(ring.cursor - ring.consumed()), "capacity": int(ring.capacity)}
+                  for name, ring in rings],
+    }
 
 
 def serve_metrics(collector: MetricsCollector, port: int, host: str = "127.0.0.1"):

@@ -17,6 +17,7 @@ from microex.pipeline.metrics import (
     MetricsCollector,
     count_commands,
     count_events,
+    health,
     observe,
 )
 
@@ -46,7 +47,7 @@ def test_counts_from_engine_events_and_the_exposition():
         cmds["qty_lots"] = [1, 1, 0, 1]  # the third is rejected (invalid qty)
         events = MatchingEngine().process(cmds)
         count_events(block.words, events)
-        count_commands(block.words, cmds, 5_000, 1_000, 320, 4)
+        count_commands(block.words, cmds, 5_000, 1_000, 320, 4, 3)
         kinds = np.bincount(events["kind"], minlength=8)
         assert (block.words[E_EVENTS : E_EVENTS + 8] == kinds).all()
         assert block.words[E_COMMANDS + Action.NEW] == 4
@@ -59,7 +60,10 @@ def test_counts_from_engine_events_and_the_exposition():
         assert f'microex_engine_events_total{{kind="trade"}} {float(kinds[EventKind.TRADE])}' in text
         assert 'microex_engine_rejects_total{reason="invalid_qty"} 1.0' in text
         assert 'microex_engine_batch_seconds_bucket{le="8e-06"} 1.0' in text
-        assert "microex_engine_last_seq 4.0" in text
+        assert "microex_engine_last_seq 4.0" in text and "microex_journal_durable_seq 3.0" in text
+        h = health(block)
+        assert h["commands"] == 4 and h["last_seq"] == 4 and h["durable_seq"] == 3
+        assert h["events"] == len(events) and h["rejects"] == 1
         other = MetricsBlock.attach(block.name)
         assert other.words[E_COMMANDS + Action.NEW] == 4
         other.close()
