@@ -17,7 +17,8 @@ on_trade(record) per trade (MD_UPDATE kind TRADE), on_candle / on_ticker / on_bb
   `timeout_s` (it heartbeats every second) counts as a lost connection.
 - Reconnect: when the connection drops (and close() was not called) the client
   reconnects with exponential back-off and subscribes again; each book starts afresh
-  from a new snapshot (the old replica is kept, marked not synced, until then).
+  from a new snapshot (`book(i)` is then a new replica; `synced(i)` is False until it
+  has its snapshot).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class _Link(asyncio.Protocol):
         self.client, self.proto = client, proto
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
-        self.last_rx = time.monotonic()
+        self.last_rx = self.last_tx = time.monotonic()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -201,7 +202,7 @@ class MarketDataClient:
             if now - link.last_rx > self.timeout_s:
                 self.last_error = ConnectionError(f"market data server silent for {self.timeout_s}s")
                 link.transport.abort()
-            elif now - getattr(link, "last_tx", 0.0) > self.heartbeat_s:
+            elif now - link.last_tx > self.heartbeat_s:
                 self._send(self._proto.heartbeat())
 
     async def close(self) -> None:
