@@ -32,6 +32,7 @@ import numpy as np
 from rich.console import Console
 
 from microex.app.serve_config import ServeConfig, demo_config
+from microex.binance.process import HttpSettings, http_main
 from microex.core.config import EngineConfig
 from microex.core.records import COMMAND, Action, EventKind
 from microex.gateway.inprocess import deposit_commands
@@ -53,6 +54,7 @@ class Venue:
         self.pipe: LocalPipeline | None = None
         self.gateways: list[mp.Process] = []
         self.md: mp.Process | None = None  # the market-data stage
+        self.http: mp.Process | None = None  # the Binance-compatible HTTP edge
         self.commands = self.events = 0
         self.rejects: dict[int, int] = {}
         self.metrics: MetricsBlock | None = None
@@ -78,7 +80,8 @@ class Venue:
         self.console.print(f"starting the engine on {data.root} (run {run}) ...")
         self.metrics = MetricsBlock.create(f"mxm{os.getpid()}x{time.monotonic_ns() % 10**9}")
         self.pipe = LocalPipeline(str(data.root), fsync=cfg.fsync, snapshot_every=cfg.snapshot_every,
-                                  producers=1 + cfg.gateways, consumers=1 + cfg.gateways + (1 if cfg.md_port else 0),
+                                  producers=1 + cfg.gateways + (1 if cfg.http_port else 0),
+                                  consumers=1 + cfg.gateways + (1 if cfg.md_port else 0),
                                   idle_spin_us=-1 if cfg.busy_poll else cfg.engine_spin_us,
                                   cpu=cfg.engine_cpu, metrics=self.metrics.name)
         if first:
@@ -105,6 +108,14 @@ class Venue:
                             host=cfg.host, md_port=cfg.md_port, record=cfg.md_record or None)
             self.md = ctx.Process(target=run_child, args=(md_main, ms, md_ready), daemon=True, name="microex-md")
             self.md.start()
+        http_ready = ctx.Event()
+        if cfg.http_port:  # the Binance-compatible HTTP edge: the last inbound ring, tails the journal
+            hs = HttpSettings(data=str(data.root), inbound=self.pipe.inbounds[1 + cfg.gateways].name,
+                              keys=[(k.api_key, k.secret, k.account) for k in cfg.api_keys], decimals=cfg.decimals,
+                              host=cfg.host, http_port=cfg.http_port, run=run)
+            self.http = ctx.Process(target=run_child, args=(http_main, hs, http_ready), daemon=True,
+                                    name="microex-http")
+            self.http.start()
         deadline = time.monotonic() + 60
         for k, ev in enumerate(ready):
             while not ev.wait(0.05):
@@ -116,6 +127,11 @@ class Venue:
             self._drain()
             if not self.md.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the market-data stage did not start (is port {cfg.md_port} in use?)")
+        deadline = time.monotonic() + 300  # the edge's replica first catches up with the journal
+        while self.http is not None and not http_ready.wait(0.05):
+            self._drain()
+            if not self.http.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP edge did not start (is port {cfg.http_port} in use?)")
 
     def _next_run(self, data: DataDir) -> int:
         path = data.root / "serve.json"
@@ -170,6 +186,8 @@ class Venue:
             for k, g in enumerate(self.gateways):
                 if not g.is_alive():
                     raise RuntimeError(f"gateway {k} exited (code {g.exitcode})")
+            if self.http is not None and not self.http.is_alive():
+                raise RuntimeError(f"the HTTP edge exited (code {self.http.exitcode})")
             if self.md is not None and not self.md.is_alive():
                 raise RuntimeError(f"the market-data stage exited (code {self.md.exitcode})")
             now = time.monotonic()
@@ -192,6 +210,12 @@ class Venue:
                 g.join(0.01)
             if g.is_alive():
                 g.kill()
+        if self.http is not None:  # with the gateways: its cancels are order entry too
+            self.http.terminate()
+            self.http.join(10)
+            if self.http.is_alive():
+                self.http.kill()
+            self.http = None
         if self.md is not None:  # after the gateways: it publishes their last cancels
             self.md.terminate()
             self.md.join(10)
@@ -218,6 +242,9 @@ class Venue:
         if cfg.md_port:
             c.print(f"market data: binary feed on port {cfg.md_port}"
                     + (f", recorded in {cfg.md_record}" if cfg.md_record else ""))
+        if cfg.http_port:
+            c.print(f"Binance-compatible API: http://{cfg.host}:{cfg.http_port}/api/v3, "
+                    f"ws://{cfg.host}:{cfg.http_port}/ws, /stream, /ws-api/v3 (docs/binance-api.md)")
         c.print("instruments: " + ", ".join(f"{i}={s}" for s, i in venue.instrument_ids().items()))
         if cfg.demo:
             c.print(f"demo accounts (also in {Path(cfg.data) / 'demo-keys.json'}):")

@@ -1,0 +1,123 @@
+"""The REST API as an OpenAPI 3.0 document, from the same Structs the handlers return.
+
+How it works: `ENDPOINTS` lists each operation's parameters (name, type, required)
+and response type; `spec()` turns that into paths, and msgspec's
+`schema_components` turns the response Structs (schemas.py) into components. The
+app serves it at /openapi.json; docs/binance-openapi.json is the same document
+(tests/unit/binance/test_openapi.py keeps the file in step; `python -m
+microex.binance.openapi > docs/binance-openapi.json` rewrites it). Every operation
+documents its 4XX answers as the Error shape. Parameters travel in the query
+string (Binance also reads them from a form body).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from typing import Union
+
+import msgspec
+
+from microex.binance import schemas as S
+
+SYMBOL = ("symbol", "string", True)
+SYMBOL_OPT = ("symbol", "string", False)
+SYMBOLS = ("symbols", "string", False)
+LIMIT = ("limit", "integer", False)
+SIGNED = [("timestamp", "integer", True), ("recvWindow", "integer", False), ("signature", "string", True)]
+ORDER_REF = [("orderId", "integer", False), ("origClientOrderId", "string", False)]
+TIMES = [("startTime", "integer", False), ("endTime", "integer", False)]
+NEW_ORDER = [SYMBOL, ("side", ["BUY", "SELL"], True), ("type", ["LIMIT", "MARKET", "LIMIT_MAKER"], True),
+             ("timeInForce", ["GTC", "IOC", "FOK"], False), ("quantity", "decimal", False),
+             ("quoteOrderQty", "decimal", False), ("price", "decimal", False), ("newClientOrderId", "string", False),
+             ("newOrderRespType", ["ACK", "RESULT", "FULL"], False),
+             ("selfTradePreventionMode", ["NONE", "EXPIRE_MAKER"], False)]
+Kline = list[Union[int, str]]
+
+# (method, path, summary, security, params, response type)
+ENDPOINTS = [
+    ("get", "/api/v3/ping", "Test connectivity", "NONE", [], S.Empty),
+    ("get", "/api/v3/time", "Server time", "NONE", [], S.ServerTime),
+    ("get", "/api/v3/exchangeInfo", "Symbols and their filters", "NONE", [SYMBOL_OPT, SYMBOLS], S.ExchangeInfo),
+    ("get", "/api/v3/depth", "Order book", "NONE", [SYMBOL, LIMIT], S.Depth),
+    ("get", "/api/v3/trades", "Recent trades", "NONE", [SYMBOL, LIMIT], list[S.Trade]),
+    ("get", "/api/v3/historicalTrades", "Older trades", "NONE", [SYMBOL, LIMIT, ("fromId", "integer", False)],
+     list[S.Trade]),
+    ("get", "/api/v3/aggTrades", "Aggregate trades", "NONE", [SYMBOL, ("fromId", "integer", False), *TIMES, LIMIT],
+     list[S.AggTrade]),
+    ("get", "/api/v3/klines", "Candles", "NONE", [SYMBOL, ("interval", "string", True), *TIMES, LIMIT], list[Kline]),
+    ("get", "/api/v3/uiKlines", "Candles", "NONE", [SYMBOL, ("interval", "string", True), *TIMES, LIMIT],
+     list[Kline]),
+    ("get", "/api/v3/avgPrice", "5-minute average price", "NONE", [SYMBOL], S.AvgPrice),
+    ("get", "/api/v3/ticker/24hr", "24h statistics", "NONE", [SYMBOL_OPT, SYMBOLS],
+     Union[S.Ticker24hr, list[S.Ticker24hr]]),
+    ("get", "/api/v3/ticker/price", "Last price", "NONE", [SYMBOL_OPT, SYMBOLS],
+     Union[S.PriceTicker, list[S.PriceTicker]]),
+    ("get", "/api/v3/ticker/bookTicker", "Best bid and ask", "NONE", [SYMBOL_OPT, SYMBOLS],
+     Union[S.BookTicker, list[S.BookTicker]]),
+    ("post", "/api/v3/order", "New order", "SIGNED", NEW_ORDER, Union[S.OrderAck, S.OrderResult]),
+    ("post", "/api/v3/order/test", "Test a new order (checks only)", "SIGNED", NEW_ORDER, S.Empty),
+    ("get", "/api/v3/order", "Query an order", "SIGNED", [SYMBOL, *ORDER_REF], S.Order),
+    ("delete", "/api/v3/order", "Cancel an order", "SIGNED", [SYMBOL, *ORDER_REF], S.CancelResult),
+    ("get", "/api/v3/openOrders", "Open orders", "SIGNED", [SYMBOL_OPT], list[S.Order]),
+    ("delete", "/api/v3/openOrders", "Cancel all open orders of a symbol", "SIGNED", [SYMBOL], list[S.CancelResult]),
+    ("get", "/api/v3/allOrders", "All orders", "SIGNED", [SYMBOL, ("orderId", "integer", False), *TIMES, LIMIT],
+     list[S.Order]),
+    ("get", "/api/v3/myTrades", "Account trades", "SIGNED",
+     [SYMBOL, ("orderId", "integer", False), *TIMES, ("fromId", "integer", False), LIMIT], list[S.MyTrade]),
+    ("get", "/api/v3/account", "Balances", "SIGNED", [("omitZeroBalances", ["true", "false"], False)], S.Account),
+    ("post", "/api/v3/userDataStream", "Start a user data stream", "KEY", [], S.ListenKey),
+    ("put", "/api/v3/userDataStream", "Keep a listenKey alive", "KEY", [("listenKey", "string", True)], S.Empty),
+    ("delete", "/api/v3/userDataStream", "Close a listenKey", "KEY", [("listenKey", "string", True)], S.Empty),
+]
+
+
+def _param(name: str, typ, required: bool) -> dict:
+    if isinstance(typ, list):
+        schema = {"type": "string", "enum": typ}
+    elif typ == "decimal":
+        schema = {"type": "string", "pattern": r"^[0-9]{1,20}(\.[0-9]{1,20})?$"}
+    else:
+        schema = {"type": typ}
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+def _members(t) -> list:
+    return list(typing.get_args(t)) if typing.get_origin(t) is Union else [t]
+
+
+def spec() -> dict:
+    members = [_members(t) for *_, t in ENDPOINTS]
+    flat = [m for ms in members for m in ms] + [S.Error]
+    out, components = msgspec.json.schema_components(flat, ref_template="#/components/schemas/{name}")
+    schemas, pos = [], 0
+    for ms in members:
+        part = out[pos:pos + len(ms)]
+        pos += len(ms)
+        schemas.append(part[0] if len(part) == 1 else {"anyOf": part})
+    schemas.append(out[-1])
+    paths: dict[str, dict] = {}
+    for (method, path, summary, security, params, _), schema in zip(ENDPOINTS, schemas):
+        ps = [_param(*p) for p in params]
+        if security == "SIGNED":
+            ps += [_param(*p) for p in SIGNED]
+        if security in ("SIGNED", "KEY"):
+            ps.append({"name": "X-MBX-APIKEY", "in": "header", "required": True, "schema": {"type": "string"}})
+        error = {"description": "Binance error", "content": {"application/json": {"schema": schemas[-1]}}}
+        paths.setdefault(path, {})[method] = {
+            "summary": summary,
+            "operationId": f"{method}{path.replace('/api/v3/', '_').replace('/', '_')}",
+            "parameters": ps,
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
+                          "4XX": error},
+        }
+    return {"openapi": "3.0.3",
+            "info": {"title": "microex Binance-Spot-compatible REST API", "version": "1.0.0",
+                     "description": "See docs/binance-api.md. Decimals are strings, ids and times integers."},
+            "paths": paths, "components": {"schemas": components}}
+
+
+if __name__ == "__main__":
+    json.dump(spec(), sys.stdout, indent=1)
+    sys.stdout.write("\n")
