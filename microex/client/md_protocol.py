@@ -6,10 +6,10 @@ returns events in stream order; `take_output()` hands over the frames the protoc
 itself wants sent (snapshot requests when it resyncs). Per instrument a `BookSync`
 keeps an OrderBookReplica:
 
-  | state   | INCREMENT seq == md_seq + 1 | seq <= md_seq | seq > md_seq + 1           | FULL snapshot at S            |
-  |---------|-----------------------------|---------------|----------------------------|-------------------------------|
-  | LIVE    | applied                     | ignored       | -> SYNCING, request, buffer | S > md_seq: replaces the book |
-  | SYNCING | buffered                    | buffered      | buffered                   | loaded, then the buffer > S   |
+  | state   | INCREMENT seq == md_seq + 1 | seq <= md_seq | seq > md_seq + 1        | FULL snapshot at S            |
+  |---------|-----------------------------|---------------|-------------------------|-------------------------------|
+  | LIVE    | applied                     | ignored       | -> SYNCING, ask, buffer | S > md_seq: replaces the book |
+  | SYNCING | buffered                    | buffered      | buffered                | loaded, then the buffer > S   |
 
 - SYNCING holds the increments (and conflated bundles) that arrive, sorted by seq;
   after every arrival it tries to heal from the replica's md_seq (a reordering heals

@@ -48,6 +48,10 @@ DROP_BYTES = 16 << 20
 MAX_CONFLATED_LEVELS = 4096
 MAX_CONFLATED_S = 30.0
 MAX_SUBSCRIPTIONS = 256
+# plain ints: IntFlag arithmetic builds enum objects (~1 us an operation) and these run per subscriber
+F_BOOK, F_TRADES, F_BBO, F_CANDLES, F_TICKER, F_PERIODIC_BOOK = (
+    int(f) for f in (SubFlag.BOOK, SubFlag.TRADES, SubFlag.BBO, SubFlag.CANDLES, SubFlag.TICKER, SubFlag.PERIODIC_BOOK))
+K_LEVEL, K_TRADE = int(MdKind.LEVEL), int(MdKind.TRADE)
 
 
 class Transport(Protocol):
@@ -83,10 +87,11 @@ class Sub:
 
 
 class Subscriber:
-    __slots__ = ("sub_id", "transport", "subs", "conflated_since", "dropped_trades")
+    __slots__ = ("sub_id", "transport", "write", "buffered", "subs", "conflated_since", "dropped_trades")
 
     def __init__(self, sub_id: int, transport: Transport) -> None:
         self.sub_id, self.transport = sub_id, transport
+        self.write, self.buffered = transport.write, transport.buffered  # bound once: called per batch
         self.subs: dict[int, Sub] = {}
         self.conflated_since: float | None = None
         self.dropped_trades = 0
@@ -181,16 +186,16 @@ class Fanout:
         sub.subs[instrument] = s
         self.subs_of[instrument][sub_id] = s
         out = [status(instrument, MdStatus.SUBSCRIBED, seq)]
-        if flags & SubFlag.BOOK:
+        if flags & F_BOOK:
             seq, frames = self.source.snapshot(instrument, depth, BookCause.SUBSCRIBE)
             s.last_seq = seq
             out.append(frames)
-        if flags & SubFlag.BBO:
+        if flags & F_BBO:
             out.append(self.source.bbo_record(instrument).tobytes())
-        if instrument in self.last_ticker and flags & SubFlag.TICKER:
+        if instrument in self.last_ticker and flags & F_TICKER:
             out.append(self.last_ticker[instrument])
         if sub.conflated_since is not None:
-            s.need_snapshot = bool(flags & SubFlag.BOOK)  # it gets its snapshot when it drains
+            s.need_snapshot = bool(flags & F_BOOK)  # it gets its snapshot when it drains
             sub.transport.write(out[0])
             return
         self._write(sub, b"".join(out))
@@ -229,11 +234,11 @@ class Fanout:
                 if subs:
                     self._publish_updates(i, seg, subs)
                 elif i in self.logs:
-                    self.logs[i].add(take(seg, seg["kind"] == MdKind.LEVEL))
+                    self.logs[i].add(take(seg, seg["kind"] == K_LEVEL))
         if bbo is not None and len(bbo):
-            self.publish_records(bbo, SubFlag.BBO)
+            self.publish_records(bbo, F_BBO)
         if candles is not None and len(candles):
-            self.publish_records(candles, SubFlag.CANDLES)
+            self.publish_records(candles, F_CANDLES)
         self.check_conflated()
 
     def _publish_updates(self, i: int, seg: np.ndarray, subs: dict[int, Sub]) -> None:
@@ -241,35 +246,37 @@ class Fanout:
         all_bytes = levels_bytes = trades_bytes = None
         log = self.logs.get(i)
         if log is not None:
-            log.add(take(seg, seg["kind"] == MdKind.LEVEL))
+            log.add(take(seg, seg["kind"] == K_LEVEL))
         slow = []
+        high = self.high_water
+        both = F_BOOK | F_TRADES
         for s in subs.values():
             sub = s.owner
             if sub.conflated_since is not None:
-                if s.flags & SubFlag.TRADES:
-                    n = int(np.count_nonzero(seg["kind"] == MdKind.TRADE))
+                if s.flags & F_TRADES:
+                    n = int(np.count_nonzero(seg["kind"] == K_TRADE))
                     s.dropped += n
                     sub.dropped_trades += n
                 continue
-            want = s.flags & (SubFlag.BOOK | SubFlag.TRADES)
-            if want == SubFlag.BOOK | SubFlag.TRADES:
+            want = s.flags & both
+            if want == both:
                 if all_bytes is None:
                     all_bytes = seg.tobytes()
                 data = all_bytes
-            elif want == SubFlag.BOOK:
+            elif want == F_BOOK:
                 if levels_bytes is None:
-                    levels_bytes = take(seg, seg["kind"] == MdKind.LEVEL).tobytes()
+                    levels_bytes = take(seg, seg["kind"] == K_LEVEL).tobytes()
                 data = levels_bytes
-            elif want == SubFlag.TRADES:
+            elif want == F_TRADES:
                 if trades_bytes is None:
-                    trades_bytes = take(seg, seg["kind"] == MdKind.TRADE).tobytes()
+                    trades_bytes = take(seg, seg["kind"] == K_TRADE).tobytes()
                 data = trades_bytes
             else:
                 data = b""
             s.last_seq = last
             if data:
-                sub.transport.write(data)
-                if sub.transport.buffered() > self.high_water:
+                sub.write(data)
+                if sub.buffered() > high:
                     slow.append(sub)
         for sub in slow:
             self._conflate(sub)
@@ -280,8 +287,9 @@ class Fanout:
         """MD_BBO / MD_CANDLE / MD_TICKER records to the live subscribers that asked for `flag`."""
         for i, seg in _by_instrument(recs):
             data = None
-            if flag == SubFlag.TICKER:
+            if flag == F_TICKER:
                 data = self.last_ticker[i] = seg[-1:].tobytes()  # a slice: raw bytes
+            flag = int(flag)
             for s in self.subs_of.get(i, {}).values():
                 if s.flags & flag and s.owner.conflated_since is None:
                     if data is None:
@@ -293,15 +301,15 @@ class Fanout:
         made: dict[tuple[int, int], bytes] = {}
         for i, subs in self.subs_of.items():
             for s in subs.values():
-                if s.flags & SubFlag.PERIODIC_BOOK and s.owner.conflated_since is None:
+                if s.flags & F_PERIODIC_BOOK and s.owner.conflated_since is None:
                     key = (i, s.depth)
                     if key not in made:
                         made[key] = self.source.snapshot(i, s.depth, cause)[1]
                     self._write(s.owner, made[key])
 
     def _write(self, sub: Subscriber, data: bytes) -> None:
-        sub.transport.write(data)
-        if sub.conflated_since is None and sub.transport.buffered() > self.high_water:
+        sub.write(data)
+        if sub.conflated_since is None and sub.buffered() > self.high_water:
             self._conflate(sub)
 
     # -- the slow-consumer policy ----------------------------------------------------------------
@@ -340,16 +348,16 @@ class Fanout:
                 seq, frames = self.source.snapshot(i, s.depth, BookCause.RESYNC)
                 out.append(frames)
                 s.need_snapshot = False
-            elif s.flags & SubFlag.BOOK and seq > s.last_seq:
+            elif s.flags & F_BOOK and seq > s.last_seq:
                 levels = self.logs[i].since(s.last_seq) if i in self.logs else np.zeros(0, MD_UPDATE)
                 ts = int(levels["ts_ns"][-1]) if len(levels) else 0
                 begin, end = book_frames(i, seq, s.last_seq + 1, ts, len(levels), 0, BookFlag.PARTIAL,
                                          BookCause.CONFLATION)
                 out += [begin, levels.tobytes(), end]
             s.last_seq = seq
-            if s.flags & SubFlag.BBO:
+            if s.flags & F_BBO:
                 out.append(self.source.bbo_record(i).tobytes())
-            if s.flags & SubFlag.TICKER and i in self.last_ticker:
+            if s.flags & F_TICKER and i in self.last_ticker:
                 out.append(self.last_ticker[i])
             out.append(status(i, MdStatus.LIVE, seq))
         sub.conflated_since = None
@@ -387,7 +395,7 @@ class Fanout:
 
 
 def _needs_log(s: Sub) -> bool:
-    return s.owner.conflated_since is not None and bool(s.flags & SubFlag.BOOK) and not s.need_snapshot
+    return s.owner.conflated_since is not None and bool(s.flags & F_BOOK) and not s.need_snapshot
 
 
 def _by_instrument(recs: np.ndarray):
