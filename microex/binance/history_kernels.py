@@ -73,7 +73,7 @@ def alloc_row(ids, ot, head, oid):
             st = ot[r, OR_STATUS]
             if st == ST_NEW or st == ST_PARTIAL:
                 continue
-            if ids.get(old, -1) == r:
+            if old in ids and ids[old] == r:
                 ids.pop(old)
         for f in range(OR_FIELDS):
             ot[r, f] = 0
@@ -100,6 +100,13 @@ def seed_open(ids, ot, head, rows, ts):
         ot[r, OR_UPDATE] = ts
         ot[r, OR_WORKING] = ts
     return rows.shape[0]
+
+
+@njit(cache=True, inline="always")
+def _row(ids, oid):
+    if oid in ids:
+        return ids[oid]
+    return -1
 
 
 @njit(cache=True, inline="always")
@@ -211,12 +218,12 @@ def apply_history(cmds, events, ids, ot, head, tt, thead, minfo, rp, trade_bits)
             tt[t, TR_SEQ] = seq
             tt[t, TR_TAKER_FEE] = tfee
             tt[t, TR_MAKER_FEE] = mfee
-            rt = ids.get(ev["order_id"], -1)
+            rt = _row(ids, ev["order_id"])
             _fill(ot, rt, qty, quote, ev["leaves_lots"], ev["ts_ns"])
             _report(rp, k, X_TRADE, ot, rt, ev, ev["order_id"], ev["account"], qty, price, tid, 0, tfee,
                     ev["leaves_lots"])
             k += 1
-            rm = ids.get(ev["maker_order_id"], -1)
+            rm = _row(ids, ev["maker_order_id"])
             _fill(ot, rm, qty, quote, ev["maker_leaves_lots"], ev["ts_ns"])
             _report(rp, k, X_TRADE, ot, rm, ev, ev["maker_order_id"], ev["maker_account"], qty, price, tid, 1, mfee,
                     ev["maker_leaves_lots"])
@@ -224,7 +231,7 @@ def apply_history(cmds, events, ids, ot, head, tt, thead, minfo, rp, trade_bits)
             k += 1
         elif kind == EV_CANCELLED:
             oid = ev["order_id"]
-            r = ids.get(oid, -1)
+            r = _row(ids, oid)
             reason = ev["reason"]
             x = X_CANCELED if reason == R_USER else X_EXPIRED
             if r >= 0:
@@ -240,7 +247,7 @@ def apply_history(cmds, events, ids, ot, head, tt, thead, minfo, rp, trade_bits)
             k += 1
         elif kind == EV_MODIFIED:
             oid = ev["order_id"]
-            r = ids.get(oid, -1)
+            r = _row(ids, oid)
             if r >= 0:
                 ot[r, OR_PRICE] = ev["price_ticks"]
                 ot[r, OR_LEAVES] = ev["leaves_lots"]

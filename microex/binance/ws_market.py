@@ -107,7 +107,7 @@ class MarketStreams:
             return
         now = time.time_ns() // 1_000_000
         if len(new_trades):
-            for m in {self.edge.by_id[i] for i in set(new_trades[:, 1].tolist()) if i in self.edge.by_id}:
+            for m in [self.edge.by_id[i] for i in sorted(set(new_trades[:, 1].tolist())) if i in self.edge.by_id]:
                 low = m.symbol.lower()
                 mine = new_trades[new_trades[:, 1] == m.id]
                 if f"{low}@trade" in self.subs:

@@ -150,7 +150,8 @@ class BenchVenue:
         self.port = port or _free_port()
         self.log = open(self.root / "serve.log", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--config", str(cfg),
-                                      "--data", str(self.root / "data"), "--bin-port", str(self.port)],
+                                      "--data", str(self.root / "data"), "--bin-port", str(self.port),
+                                      "--http-port", "0"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while True:

@@ -31,6 +31,8 @@ class Serve:
         self.port = port
         if "--metrics-port" not in extra:
             extra = (*extra, "--metrics-port", "0")
+        if "--http-port" not in extra:  # the Binance API's edge only where a test asks for it
+            extra = (*extra, "--http-port", "0")
         self.log = data.parent / f"serve-{port}.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--data", str(data),
                                       "--bin-port", str(port), "--fsync", "none", *extra],
