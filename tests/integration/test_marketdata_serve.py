@@ -50,7 +50,9 @@ class Serve:
     def __init__(self, data: Path, *extra: str) -> None:
         self.port, self.md_port = _free_port(), _free_port()
         self.log = data.parent / f"serve-{self.port}.log"
+        # only what this test needs: no metrics or HTTP edge (their default ports may be taken)
         flags = ["--metrics-port", "0"] if "--metrics-port" in _serve_flags() else []
+        flags += ["--http-port", "0"]
         self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--data", str(data),
                                       "--bin-port", str(self.port), "--md-port", str(self.md_port), "--fsync", "none",
                                       *flags, *extra], stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
