@@ -16,9 +16,9 @@ How it works.
   the owning strategy: order state, positions and PnL first, then `on_order`.
 - Latency, per strategy (latency.py): tick-to-trade is perf_counter_ns from the
   moment `on_market` received the chunk to the moment the link returned from
-  sending an order placed by an on_book/on_trade callback of that chunk;
-  order -> ack is from that send to the order's first report (accepted or
-  rejected).
+  sending an order message (new, modify or cancel) from an on_book/on_trade
+  callback of that chunk (one sample per message); order -> ack is from a new
+  order's send to its first report (accepted or rejected).
 - A callback that raises stops its strategy (STRATEGY_ERROR), a limit breach
   stops it with its reason; stopping cancels its open orders, removes it from
   the callback lists and is reported (`stopped`, `summary()`); the others go on.
@@ -261,6 +261,8 @@ class StrategyRuntime:
         except ConnectionError:
             slot.counts["send_errors"] += 1
             return 0
+        if self._in_market:
+            self.ttt.record(slot.index, time.perf_counter_ns() - self._rx_ns)
         slot.counts["cancels"] += 1
         return cid
 
@@ -284,6 +286,8 @@ class StrategyRuntime:
         except ConnectionError:
             slot.counts["send_errors"] += 1
             return 0
+        if self._in_market:
+            self.ttt.record(slot.index, time.perf_counter_ns() - self._rx_ns)
         slot.counts["modifies"] += 1
         return cid
 
