@@ -38,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from microex.core.records import MD_UPDATE, BookCause, BookFlag, MdKind, MdMsg, MdReason
+from microex.marketdata.level_log import LevelLog
 from microex.marketdata.raw import take
 from microex.marketdata.state import book_frames
 from microex.protocol.md_binary import MdStatus, SubFlag, error, resync, status
@@ -95,38 +96,6 @@ class Subscriber:
         self.subs: dict[int, Sub] = {}
         self.conflated_since: float | None = None
         self.dropped_trades = 0
-
-
-class LevelLog:
-    """The latest state of every level changed while someone is conflated on an instrument."""
-
-    def __init__(self) -> None:
-        self.rows: dict[int, int] = {}
-        self.recs = np.zeros(64, MD_UPDATE)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def add(self, levels: np.ndarray) -> None:
-        keys = (levels["price_ticks"] * 4 + levels["side"]).tolist()
-        rows = self.rows
-        for j, key in enumerate(keys):
-            r = rows.get(key)
-            if r is None:
-                r = rows[key] = len(rows)
-                if r >= len(self.recs):
-                    grown = np.zeros(2 * len(self.recs), MD_UPDATE)
-                    grown[: len(self.recs)] = self.recs
-                    self.recs = grown
-            self.recs[r] = levels[j]  # element assignment copies the fields into zeroed memory
-
-    def since(self, seq: int) -> np.ndarray:
-        """Levels last changed after `seq`, in md_seq order, as SNAPSHOT_LEVEL frames (a copy)."""
-        recs = self.recs[: len(self.rows)]
-        out = take(recs, recs["md_seq"] > seq)
-        out = take(out, np.argsort(out["md_seq"], kind="stable"))
-        out["msg_type"] = MdMsg.SNAPSHOT_LEVEL
-        return out
 
 
 class Fanout:

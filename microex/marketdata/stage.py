@@ -85,7 +85,6 @@ class MarketDataStage(FeedSessions):
         self.state = state
         self.min_seq = min_seq
         self.recorder = recorder
-        self.last_engine_seq = min_seq
         self.stats = {"events": 0, "updates": 0, "batches": 0}
         self._next_second = 0
 
