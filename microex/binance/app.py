@@ -207,12 +207,22 @@ def build_app(st: State) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
     for method, path, fn, security in ROUTES:
         app.router.add_route(method, path, _route(st, fn, security))
-    app.router.add_get("/ws", lambda r: _stream_socket(st, r))
-    app.router.add_get("/ws/{tail:.*}", lambda r: _stream_socket(st, r))
-    app.router.add_get("/stream", lambda r: _stream_socket(st, r))
-    app.router.add_get("/ws-api/v3", lambda r: _ws_api(st, r))
+    async def streams(request):
+        return await _stream_socket(st, request)
+
+    async def ws_api(request):
+        return await _ws_api(st, request)
+
     doc = S.encode(spec())
-    app.router.add_get("/openapi.json", lambda r: web.Response(body=doc, content_type="application/json"))
+
+    async def openapi(request):
+        return web.Response(body=doc, content_type="application/json")
+
+    app.router.add_get("/ws", streams)
+    app.router.add_get("/ws/{tail:.*}", streams)
+    app.router.add_get("/stream", streams)
+    app.router.add_get("/ws-api/v3", ws_api)
+    app.router.add_get("/openapi.json", openapi)
     return app
 
 
