@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from microex.client.md_book import OrderBookReplica
+from microex.client.md_book import OrderBookReplica, warm_up
 from microex.client.md_protocol import (BookChanged, Error, MarketDataProtocol, Records, Status, Trades,
                                         Violation)
 from microex.core.records import MdMsg
@@ -88,6 +88,7 @@ class MarketDataClient:
     @classmethod
     async def connect(cls, host: str, port: int, *, on_book: Callable | None = None, on_trade: Callable | None = None,
                       on_candle: Callable | None = None, **options) -> MarketDataClient:
+        warm_up()  # the kernel's first call compiles: do it before the stream, not in the middle of it
         client = cls(host, port, **options)
         for cbs, cb in ((client.on_book, on_book), (client.on_trade, on_trade), (client.on_candle, on_candle)):
             if cb is not None:

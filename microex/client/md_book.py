@@ -61,6 +61,21 @@ def apply_increments_kernel(keys, qty, cnt, nlev, recs, start, seq, check_seq, a
     res[R_STATUS] = status
 
 
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the replica kernel now, not on the first increment:
+    MarketDataClient.connect calls it so the pause (up to a second) happens before the stream."""
+    global _warm
+    if not _warm:
+        rec = np.zeros(1, MD_UPDATE)
+        rec["md_seq"], rec["kind"], rec["side"], rec["price_ticks"], rec["qty_lots"] = 1, K_LEVEL, 1, 1, 1
+        OrderBookReplica(0).apply_increments(rec)
+        OrderBookReplica(0).apply_levels(rec)
+        _warm = True
+
+
 class OrderBookReplica:
     """One instrument's book as the feed has described it so far (read it in on_book callbacks)."""
 
