@@ -123,7 +123,7 @@ class MdDecoder:
         self.close_reason: ProtocolReason | None = None
         self._pending = b""
         self._cap = 0
-        self._alloc(64)
+        self._alloc(8)  # small: a feed server holds one decoder per subscriber (10,000+ idle ones)
 
     def _alloc(self, frames: int) -> None:
         self._cap = frames
