@@ -89,7 +89,10 @@ async def errors_middleware(request: web.Request, handler):
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        return _json({"code": E.UNKNOWN, "msg": e.reason}, e.status if e.status < 500 else 400)
+        resp = _json({"code": E.UNKNOWN, "msg": e.reason}, e.status if e.status < 500 else 400)
+        if "Allow" in e.headers:  # 405: which methods the path has
+            resp.headers["Allow"] = e.headers["Allow"]
+        return resp
     except asyncio.CancelledError:
         raise
     except Exception:
