@@ -22,14 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
-	$(BIN)/microex bench core
-	$(BIN)/microex bench ring
-	$(BIN)/microex bench journal
-	$(BIN)/microex bench pipeline
-	$(BIN)/microex bench gateway
-	$(BIN)/microex bench indicators
-	$(BIN)/microex bench strategy
-	$(BIN)/microex bench report
+	$(BIN)/microex bench all
 
 bench-report: $(STAMP)
 	$(BIN)/microex bench report

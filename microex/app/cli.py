@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     strategy_bench.add_arguments(bsub.add_parser("strategy", help="strategy.dispatch (1,000 strategies) and "
                                                               "strategy.tick_to_trade in process and over loopback"))
+    from microex.perf import bench_all
+
+    bench_all.add_arguments(bsub.add_parser("all", help="every suite into one bench/results/<date>-<host>.json, "
+                                                        "the report, and rows more than 10% worse"))
     br = bsub.add_parser("report", help="docs/BENCHMARKS.md and a plot from bench/results/*.json")
     br.add_argument("--results", default="bench/results")
     br.add_argument("--out", default="docs/BENCHMARKS.md")
@@ -153,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         return importlib.import_module(f"microex.perf.{args.suite}_bench").main(args)
+    if args.command == "bench" and args.suite == "all":
+        from microex.perf.bench_all import main as bench_all_main
+
+        return bench_all_main(args)
     if args.command == "bench" and args.suite == "report":
         from microex.perf.report import main as report_main
 
