@@ -116,6 +116,21 @@ def test_ccxt_rest_and_streams_trade_and_agree_with_the_venue(venue):
                     break
             rest = await a.fetch_order_book("BTC/USDT")
             assert ob["bids"][:5] == rest["bids"][:5] and ob["asks"][:5] == rest["asks"][:5]
+            # the listenKey flow: POST userDataStream, then /ws/<listenKey> pushes the account's events
+            import aiohttp
+
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"http://127.0.0.1:{venue.http}/api/v3/userDataStream",
+                                     headers={"X-MBX-APIKEY": venue.keys[1]["api_key"]}) as r:
+                    listen_key = (await r.json())["listenKey"]
+                async with http.ws_connect(f"ws://127.0.0.1:{venue.http}/ws/{listen_key}") as ws:
+                    placed = await b.create_order("BTC/USDT", "limit", "buy", 0.001, 59000)
+                    first = await ws.receive_json(timeout=10)
+                    second = await ws.receive_json(timeout=10)
+            assert (first["e"], first["x"], first["X"], str(first["i"])) == ("executionReport", "NEW", "NEW",
+                                                                            placed["id"])
+            assert second["e"] == "outboundAccountPosition"
+            assert {x["a"]: x for x in second["B"]}["USDT"]["l"] != "0.00000000"  # the bid's hold
             return {k: (await c.fetch_balance())["total"] for k, c in (("a", a), ("b", b))}
         finally:
             await a.close()
