@@ -13,8 +13,9 @@ How it works
   command's events and the order's row and reports as they stood right after it.
   The caller (rest_orders.py) awaits it with a timeout.
 - The poll loop (`run`) polls every `poll_s` (1 ms) while anything happened in the
-  last second or a command is awaited, then every `idle_poll_s` (10 ms): an idle
-  edge costs next to no CPU.
+  last second, then every `idle_poll_s` (10 ms): an idle edge costs next to no CPU.
+  A command sent starts a fast poll (`_kick`): it spins, yielding to the event loop,
+  for 2 ms, then polls every poll_s until every awaited command is answered.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from microex.core.records import COMMAND, Action, EventKind
 from microex.gateway.process import MAX_GATEWAYS, first_order_id, first_session_id
 
 HTTP_GATEWAY_NO = MAX_GATEWAYS - 1
+SPIN_S = 0.002
 log = logging.getLogger(__name__)
 
 
@@ -88,6 +90,7 @@ class Edge:
         self.poll_s, self.idle_poll_s = poll_s, idle_poll_s
         self.last_activity = 0.0
         self.commands = 0
+        self._fast: asyncio.Task | None = None
 
     # -- following the engine ----------------------------------------------------------------------
 
@@ -158,6 +161,22 @@ class Edge:
             busy = self.new_waiters or self.cancel_waiters or time.monotonic() - self.last_activity < 1.0
             await asyncio.sleep(self.poll_s if busy else self.idle_poll_s)
 
+    def _kick(self) -> None:
+        """A command is awaited: poll at once and keep polling until it is answered."""
+        if self._fast is None:
+            self._fast = asyncio.get_running_loop().create_task(self._fast_poll())
+
+    async def _fast_poll(self) -> None:
+        # Spin (yielding to the loop) for SPIN_S, the engine's usual turnaround, then every poll_s:
+        # an order's answer is not held up by the idle poll interval.
+        t0 = time.monotonic()
+        try:
+            while self.new_waiters or self.cancel_waiters:
+                await asyncio.sleep(0 if time.monotonic() - t0 < SPIN_S else self.poll_s)
+                self.poll()
+        finally:
+            self._fast = None
+
     # -- order entry -----------------------------------------------------------------------------
 
     def _send(self, cmd: np.ndarray) -> None:
@@ -166,6 +185,7 @@ class Edge:
         cmd["ts_ns"] = time.time_ns()
         cmd["session"] = self.session_id
         self.ring.write(cmd, timeout=5.0)
+        self._kick()
 
     def submit_new(self, account: int, inst: int, side: int, ord_type: int, tif: int, flags: int, price: int,
                    qty: int) -> tuple[int, asyncio.Future]:
