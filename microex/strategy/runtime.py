@@ -41,7 +41,7 @@ from microex.protocol.binary import MsgType
 from microex.strategy.base import Strategy
 from microex.strategy.dispatch import DispatchTable
 from microex.strategy.latency import LatencyRecorder
-from microex.strategy.limits import Limits, StopReason
+from microex.strategy.limits import Limits, StopReason, rate_admit, worst_position
 from microex.strategy.market import BookView, MdKind, Trade
 from microex.strategy.orders import OpenOrder, StrategySlot, owner_of
 from microex.strategy.pnl import PnlBook, mark_batch
@@ -228,8 +228,8 @@ class StrategyRuntime:
         if slot.interval_ns and not self._admit(slot):
             return 0
         if slot.max_position:
-            pos = slot.position.get(inst, 0)
-            worst = (pos + slot.open_buy.get(inst, 0) + qty) if side == 1 else (slot.open_sell.get(inst, 0) + qty - pos)
+            worst = worst_position(slot.position.get(inst, 0), (slot.open_buy if side == 1 else slot.open_sell).get(
+                inst, 0), qty, 1 if side == 1 else -1)
             if worst > slot.max_position:
                 self.stop(slot, StopReason.MAX_POSITION, f"order of {qty} could take the position to "
                                                          f"{worst} > {slot.max_position} in {inst}")
@@ -273,10 +273,9 @@ class StrategyRuntime:
         if slot.interval_ns and not self._admit(slot):
             return 0
         if slot.max_position:
-            inst, pos = order.instrument, slot.position.get(order.instrument, 0)
-            grow = qty - order.leaves_lots
-            worst = (pos + slot.open_buy.get(inst, 0) + grow) if order.side == 1 else \
-                (slot.open_sell.get(inst, 0) + grow - pos)
+            inst, buy = order.instrument, order.side == 1
+            worst = worst_position(slot.position.get(inst, 0), (slot.open_buy if buy else slot.open_sell).get(inst, 0),
+                                   qty - order.leaves_lots, 1 if buy else -1)
             if worst > slot.max_position:
                 self.stop(slot, StopReason.MAX_POSITION, f"modify to {qty} could take the position to "
                                                          f"{worst} > {slot.max_position} in {inst}")
@@ -293,12 +292,11 @@ class StrategyRuntime:
 
     def _admit(self, slot: StrategySlot) -> bool:
         """GCRA (limits.py): within the order rate, or stop the strategy."""
-        now = self.clock()
-        t = slot.tat if slot.tat > now else now
-        if t - now > slot.tolerance_ns:
+        tat = rate_admit(slot.tat, self.clock(), slot.interval_ns, slot.tolerance_ns)
+        if tat < 0:
             self.stop(slot, StopReason.MAX_ORDER_RATE, f"more than {slot.limits.max_order_rate:g} messages/s")
             return False
-        slot.tat = t + slot.interval_ns
+        slot.tat = tat
         return True
 
     # -- stopping ----------------------------------------------------------------------------------

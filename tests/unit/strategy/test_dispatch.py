@@ -167,3 +167,15 @@ def test_a_thousand_strategies_each_get_exactly_their_instruments_records():
         assert len(s.books) == per_inst[insts].sum()
         assert {b[0] for b in s.books} <= set(insts.tolist())
     assert rt.delivered[:1_000].tolist() == [int(per_inst[i].sum()) for i in subs]
+
+
+def test_trading_an_instrument_it_did_not_subscribe_to_stops_the_strategy(rt):
+    class Stray(Strategy):
+        def on_book(self, instrument, book):
+            self.place(2, 1, book.bid, 1)
+
+    rt.add(Stray(), [1])
+    rt.start()
+    rt.on_market(book_records([(1, 10, 1, 11, 1)]))
+    slot = rt.slots[0]
+    assert slot.reason == StopReason.STRATEGY_ERROR and "may only trade" in slot.error and not rt.link.sent
