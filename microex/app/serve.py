@@ -112,7 +112,8 @@ class Venue:
         if cfg.http_port:  # the Binance-compatible HTTP edge: the last inbound ring, tails the journal
             hs = HttpSettings(data=str(data.root), inbound=self.pipe.inbounds[1 + cfg.gateways].name,
                               keys=[(k.api_key, k.secret, k.account) for k in cfg.api_keys], decimals=cfg.decimals,
-                              host=cfg.host, http_port=cfg.http_port, run=run)
+                              host=cfg.host, http_port=cfg.http_port, run=run, metrics=self.metrics.name,
+                              rings=self._ring_names(), gateways=cfg.gateways)
             self.http = ctx.Process(target=run_child, args=(http_main, hs, http_ready), daemon=True,
                                     name="microex-http")
             self.http.start()
@@ -132,6 +133,11 @@ class Venue:
             self._drain()
             if not self.http.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the HTTP edge did not start (is port {cfg.http_port} in use?)")
+
+    def _ring_names(self) -> list[tuple[str, str]]:
+        """(label, shared-memory name) of every ring, for metrics and the dashboard."""
+        names = [("inbound.supervisor", self.pipe.inbounds[0].name), ("outbound", self.pipe.outbound.name)]
+        return names + [(f"inbound.{k}", r.name) for k, r in enumerate(self.pipe.inbounds[1:])]
 
     def _next_run(self, data: DataDir) -> int:
         path = data.root / "serve.json"
@@ -245,6 +251,8 @@ class Venue:
         if cfg.http_port:
             c.print(f"Binance-compatible API: http://{cfg.host}:{cfg.http_port}/api/v3, "
                     f"ws://{cfg.host}:{cfg.http_port}/ws, /stream, /ws-api/v3 (docs/binance-api.md)")
+        if cfg.http_port:
+            c.print(f"[bold]dashboard: http://{cfg.host}:{cfg.http_port}/dashboard/[/]")
         c.print("instruments: " + ", ".join(f"{i}={s}" for s, i in venue.instrument_ids().items()))
         if cfg.demo:
             c.print(f"demo accounts (also in {Path(cfg.data) / 'demo-keys.json'}):")

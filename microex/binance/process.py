@@ -32,12 +32,16 @@ class HttpSettings:
     run: int = 1
     history_commands: int = 1_000_000
     cpu: int | None = None
+    metrics: str | None = None  # the venue's MetricsBlock, for the dashboard's health JSON
+    rings: list[tuple[str, str]] = field(default_factory=list)  # (label, shared-memory name) for ring fill
+    gateways: int = 1
 
 
 async def start_http(s: HttpSettings):
     """Build the edge and start listening; returns (runner, edge, background tasks)."""
     from aiohttp import web
 
+    from microex.app.dashboard_routes import add_dashboard_routes
     from microex.binance.app import build_app, make_state
     from microex.binance.auth import Key
     from microex.binance.edge import Edge
@@ -45,7 +49,9 @@ async def start_http(s: HttpSettings):
     edge = Edge(s.data, s.decimals, inbound=s.inbound, run=s.run, history_commands=s.history_commands)
     edge.catch_up()
     st = make_state(edge, [Key(k, sec, acc) for k, sec, acc in s.keys])
-    runner = web.AppRunner(build_app(st), access_log=None, handle_signals=False)
+    app = build_app(st)
+    add_dashboard_routes(app, s.metrics, s.rings, s.gateways)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, s.host, s.http_port, reuse_address=True)
     await site.start()
