@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/microex run
+	$(BIN)/microex demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_arguments(sub.add_parser("loadtest", help="load profiles (smoke, load, stress, soak, spike) "
                                                             "against a running venue"))
 
+    from microex.app import live_demo
+
+    live_demo.add_arguments(sub.add_parser("demo", help="the demo venue with simulated traders and the web "
+                                                        "dashboard (make run)"))
+
     r = sub.add_parser("run", help="demo: generate an order stream, run it, print the book and trades")
     r.add_argument("--commands", type=int, default=1_000_000)
     r.add_argument("--seed", type=int, default=1)
@@ -104,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     strategy_bench.add_arguments(bsub.add_parser("strategy", help="strategy.dispatch (1,000 strategies) and "
                                                               "strategy.tick_to_trade in process and over loopback"))
-    from microex.perf import bench_all
+    from microex.perf import bench_all, md_bench
+
+    md_bench.add_arguments(bsub.add_parser("md", help="md.fanout to N subscribers, md.idle_connections"))
 
     bench_all.add_arguments(bsub.add_parser("all", help="every suite into one bench/results/<date>-<host>.json, "
                                                         "the report, and rows more than 10% worse"))
@@ -136,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         from microex.marketdata.replay import main as md_main
 
         return md_main(args)
+    if args.command == "demo":
+        from microex.app.live_demo import main as live_demo_main
+
+        return live_demo_main(args)
     if args.command == "serve":
         from microex.app.serve import main as serve_main
 
@@ -153,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(args)
     if args.command == "bench" and args.suite in ("ring", "journal", "pipeline", "gateway", "indicators",
-                                                  "strategy"):
+                                                  "strategy", "md"):
         import importlib
 
         return importlib.import_module(f"microex.perf.{args.suite}_bench").main(args)

@@ -182,11 +182,13 @@ class Venue:
         self.pipe.drain(on_events=self._count)
         time.sleep(DRAIN_EVERY_S)
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, duration_s: float | None = None) -> None:
+        """Until SIGINT/SIGTERM (or `duration_s`)."""
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         last_t, last_c, last_e = time.monotonic(), self.commands, self.events
-        while not self.stop:
+        end = None if duration_s is None else last_t + duration_s
+        while not self.stop and (end is None or time.monotonic() < end):
             self._drain()
             self.pipe.check_alive()
             for k, g in enumerate(self.gateways):

@@ -1,0 +1,238 @@
+"""`microex bench md`: market-data fan-out to many subscribers, and idle subscribed connections.
+
+Rows
+- md.fanout.subs_<N>   N subscribers (in --procs load processes, perf/md_load.py), each on one
+                       of --instruments instruments, while a driver publishes --rate level
+                       updates/s through the order entry of a real `microex serve`:
+                       ops_per_s = increments delivered per second over all subscribers;
+                       p50/p99 = order entry -> subscriber receive of sampled increments;
+                       plus the share of the expected deliveries that arrived, what conflation
+                       did (CONFLATED statuses, RESYNCs, connections dropped), the CPU of the
+                       subscribers' processes and of the venue's, and venue memory per subscriber
+- md.idle_connections  --idle connections subscribed and held (no updates): how many stayed,
+                       and venue memory per connection
+Targets (issue #7): 1,000 subscribers over 10 instruments at 10k updates/s (1M delivered/s),
+p99 <= 5 ms; 10,000 idle subscribed connections. On a 2-core machine the subscribers' side,
+the driver and the venue share the cores: the rows say how much each used.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from microex.perf.gateway_bench import _free_port, _proc_cpu_s
+from microex.perf.loadtest import _rss_bytes
+from microex.perf.md_load import C_CONFLATED, C_INCREMENTS, C_RESYNC, driver_main, raise_fd_limit, subscribers_main
+from microex.perf.results import print_rows, write_results
+
+KEY = "md-bench-driver-key-1"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--subs", default="100,1000", help="subscriber counts, comma-separated")
+    parser.add_argument("--rate", type=float, default=10_000.0, help="published level updates per second")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--instruments", type=int, default=10)
+    parser.add_argument("--procs", type=int, default=2, help="subscriber load processes")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle subscribed connections (0: skip)")
+
+
+def _config(instruments: int) -> str:
+    lines = ["[serve]", 'fsync = "none"', "rate_per_s = 1e9", "metrics_port = 0", "http_port = 0", "",
+             "[venue]", "max_accounts = 4", "default_max_open_orders = 0", ""]
+    for i in range(1, instruments + 1):
+        lines += ["[[instrument]]", f'symbol = "MD{i}"', f'base = "B{i}"', 'quote = "Q"', ""]
+    lines += ["[[account]]", "id = 1", f'api_key = "{KEY}"', "deposit = { Q = 1000000000000000 }", ""]
+    return "\n".join(lines)
+
+
+class MdVenue:
+    def __init__(self, instruments: int) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="mx-mdbench-"))
+        (self.root / "md.toml").write_text(_config(instruments))
+        self.bin_port, self.md_port = _free_port(), _free_port()
+        self.log = open(self.root / "serve.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--config",
+                                      str(self.root / "md.toml"), "--data", str(self.root / "data"), "--bin-port",
+                                      str(self.bin_port), "--md-port", str(self.md_port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.root / "serve.log").read_text()[-2000:])
+            try:
+                socket.create_connection(("127.0.0.1", self.md_port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.bin_port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("microex serve did not open its ports") from None
+                time.sleep(0.2)
+
+    def cpu_s(self) -> float:
+        return _proc_cpu_s(self.proc.pid)
+
+    def rss(self) -> int:
+        return _rss_bytes(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Subscribers:
+    """--procs load processes holding `n` subscribers round-robin over the instruments."""
+
+    def __init__(self, venue: MdVenue, n: int, instruments: int, procs: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for p in range(procs):
+            mine = [(j % instruments) + 1 for j in range(p, n, procs)]
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=subscribers_main, args=(there, "127.0.0.1", venue.md_port, mine),
+                               name=f"md-subscribers-{p}")
+            proc.start()
+            self.pipes.append(here)
+            self.procs.append(proc)
+        self.connected = sum(self._recv(pipe, 120)["connected"] for pipe in self.pipes)
+
+    @staticmethod
+    def _recv(pipe, timeout: float):
+        if not pipe.poll(timeout):
+            raise TimeoutError("a subscriber process did not answer")
+        return pipe.recv()
+
+    def report(self) -> list[dict]:
+        for pipe in self.pipes:
+            pipe.send("report")
+        return [self._recv(pipe, 60) for pipe in self.pipes]
+
+    def wait_synced(self, n: int, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            synced = sum(r["synced"] for r in self.report())
+            if synced >= n or time.monotonic() > deadline:
+                return synced
+            time.sleep(0.5)
+
+    def count(self) -> None:
+        for pipe in self.pipes:
+            pipe.send("count")
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            pipe.send("stop")
+        for proc in self.procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _fanout_row(args, venue: MdVenue, n: int) -> dict:
+    rss0 = venue.rss()
+    subs = Subscribers(venue, n, args.instruments, args.procs)
+    try:
+        synced = subs.wait_synced(n)
+        rss1 = venue.rss()
+        ctx = mp.get_context("spawn")
+        here, there = ctx.Pipe()
+        driver = ctx.Process(target=driver_main, args=(there, "127.0.0.1", venue.bin_port, KEY.encode(), args.rate,
+                                                       args.seconds, args.instruments), name="md-driver")
+        driver.start()
+        assert here.recv() == "ready"
+        subs.count()
+        cpu0 = venue.cpu_s()
+        here.send("go")
+        done = here.recv()
+        time.sleep(1.0)  # what was published reaches the subscribers
+        venue_cpu = venue.cpu_s() - cpu0
+        reports = subs.report()
+        driver.join(10)
+    finally:
+        subs.stop()
+    wall = done["wall_s"]
+    delivered = sum(r["counters"][C_INCREMENTS] for r in reports)
+    expected = done["commands"] * n / args.instruments
+    samples = np.concatenate([r["samples"] for r in reports]) if reports else np.zeros(0)
+    per_sub = np.concatenate([r["per_sub"] for r in reports]) / wall
+    p50, p99 = (float(v) for v in np.percentile(samples, [50, 99])) if len(samples) else (0.0, 0.0)
+    sub_cpu = sum(r["cpu_s"] for r in reports) / (wall + 1.0)
+    conflated = sum(r["counters"][C_CONFLATED] for r in reports)
+    resyncs = sum(r["counters"][C_RESYNC] for r in reports)
+    dropped = sum(r["closed"] for r in reports)
+    return {
+        "name": f"md.fanout.subs_{n}",
+        "workload": f"{n} subscribers ({synced} synced) in {args.procs} processes, each on one of {args.instruments} "
+                    f"instruments; {done['commands']:,} level updates published at {args.rate:,.0f}/s through order "
+                    f"entry; delivered {delivered:,} of {expected:,.0f} expected ({delivered / expected:.1%}); "
+                    f"conflation: {conflated} CONFLATED, {resyncs} RESYNC, {dropped} dropped; latency = order entry "
+                    f"-> subscriber receive (sampled); subscribers' CPU {sub_cpu:.0%} of a core, venue processes "
+                    f"{venue_cpu / (wall + 1.0):.0%}; venue memory {(rss1 - rss0) / max(n, 1) / 1024:.0f} KiB per "
+                    f"subscriber; targets (1,000 subs): 1M/s delivered, p99 <= 5 ms",
+        "ops_per_s": delivered / wall, "p50_ns": p50, "p99_ns": p99, "mean_ns": float(samples.mean()) if len(samples)
+        else 0.0, "delivered_fraction": delivered / expected, "published_per_s": done["commands"] / wall,
+        "subscriber_min_per_s": float(per_sub.min()) if len(per_sub) else 0.0, "conflated": conflated,
+        "resyncs": resyncs, "dropped": dropped, "subscriber_cpu": sub_cpu, "venue_cpu": venue_cpu / (wall + 1.0),
+        "venue_bytes_per_subscriber": (rss1 - rss0) / max(n, 1),
+    }
+
+
+def _idle_row(args, venue: MdVenue) -> dict:
+    rss0 = venue.rss()
+    subs = Subscribers(venue, args.idle, args.instruments, args.procs)
+    try:
+        synced = subs.wait_synced(args.idle, timeout=300)
+        time.sleep(5.0)
+        reports = subs.report()
+        rss1 = venue.rss()
+    finally:
+        subs.stop()
+    held = subs.connected - sum(r["closed"] for r in reports)
+    return {"name": "md.idle_connections",
+            "workload": f"{args.idle:,} connections opened and subscribed (book) over {args.procs} processes; "
+                        f"{synced:,} got their snapshot; {held:,} still open after 5 s idle; venue memory "
+                        f"{(rss1 - rss0) / max(args.idle, 1) / 1024:.1f} KiB per connection; target 10,000",
+            "connections": held, "synced": synced, "venue_bytes_per_connection": (rss1 - rss0) / max(args.idle, 1)}
+
+
+def main(args) -> int:
+    console = Console(stderr=True)
+    raise_fd_limit()
+    counts = [int(x) for x in args.subs.split(",") if x]
+    rows = []
+    with Progress(console=console) as progress:
+        task = progress.add_task("md bench", total=len(counts) + (1 if args.idle else 0))
+        venue = MdVenue(args.instruments)
+        try:
+            for n in counts:
+                rows.append(_fanout_row(args, venue, n))
+                progress.advance(task)
+            if args.idle:
+                rows.append(_idle_row(args, venue))
+                progress.advance(task)
+        finally:
+            venue.close()
+    print_rows(rows)
+    for r in rows:
+        console.print(f"{r['name']}: {r['workload']}")
+    out = write_results(rows, args.json, "md")
+    console.print(f"results written to {out}")
+    return 0
