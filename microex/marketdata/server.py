@@ -133,6 +133,7 @@ class MdSettings:
     consumer_index: int
     host: str = "127.0.0.1"
     md_port: int = 9002
+    grpc_port: int = 0  # the feed over gRPC streaming (grpc_server.py; 0: off)
     record: str | None = None  # directory for recordings (None: no recording)
     cpu: int | None = None
 
@@ -154,6 +155,12 @@ async def serve_md(s: MdSettings, ready=None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start(s.host, s.md_port, reuse_port=True)
+    grpc_server = None
+    if s.grpc_port:
+        from microex.marketdata.grpc_server import GrpcMdServer
+
+        grpc_server = GrpcMdServer(stage)
+        await grpc_server.start(s.host, s.grpc_port)
     source.start(loop, stage.on_events)
     gc.collect()
     gc.freeze()
@@ -161,7 +168,9 @@ async def serve_md(s: MdSettings, ready=None) -> None:
         ready.set()
     await stop.wait()
     source.close()
-    await server.close()
+    await server.close()  # ERROR SHUTDOWN to every subscriber, gRPC streams included
+    if grpc_server is not None:
+        await grpc_server.close()
 
 
 def md_main(settings: MdSettings, ready=None) -> None:
