@@ -105,7 +105,8 @@ class Venue:
         md_ready = ctx.Event()
         if cfg.md_port:  # the market-data stage: the outbound ring's last consumer
             ms = MdSettings(data=str(data.root), outbound=self.pipe.outbound.name, consumer_index=1 + cfg.gateways,
-                            host=cfg.host, md_port=cfg.md_port, record=cfg.md_record or None)
+                            host=cfg.host, md_port=cfg.md_port, grpc_port=cfg.grpc_port,
+                            record=cfg.md_record or None)
             self.md = ctx.Process(target=run_child, args=(md_main, ms, md_ready), daemon=True, name="microex-md")
             self.md.start()
         http_ready = ctx.Event()
@@ -127,7 +128,8 @@ class Venue:
         while self.md is not None and not md_ready.wait(0.05):
             self._drain()
             if not self.md.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the market-data stage did not start (is port {cfg.md_port} in use?)")
+                raise RuntimeError(f"the market-data stage did not start (is port {cfg.md_port}"
+                                   + (f" or {cfg.grpc_port}" if cfg.grpc_port else "") + " in use?)")
         deadline = time.monotonic() + 300  # the edge's replica first catches up with the journal
         while self.http is not None and not http_ready.wait(0.05):
             self._drain()
@@ -249,6 +251,7 @@ class Venue:
                 f"fsync={cfg.fsync}")
         if cfg.md_port:
             c.print(f"market data: binary feed on port {cfg.md_port}"
+                    + (f", gRPC (microex.MarketData) on port {cfg.grpc_port}" if cfg.grpc_port else "")
                     + (f", recorded in {cfg.md_record}" if cfg.md_record else ""))
         if cfg.http_port:
             c.print(f"Binance-compatible API: http://{cfg.host}:{cfg.http_port}/api/v3, "
@@ -273,7 +276,8 @@ def main(args) -> int:
         cfg = demo_config(args.data or "microex-data")
     cfg.override(data=args.data, host=args.host, bin_port=args.bin_port, http_port=args.http_port,
                  gateways=args.gateways, fsync=args.fsync, metrics_port=getattr(args, "metrics_port", None))
-    cfg.override(md_port=getattr(args, "md_port", None), md_record=getattr(args, "md_record", None))
+    cfg.override(md_port=getattr(args, "md_port", None), md_record=getattr(args, "md_record", None),
+                 grpc_port=getattr(args, "grpc_port", None))
     venue = Venue(cfg)
     try:
         venue.start()

@@ -22,7 +22,7 @@ from pathlib import Path
 from microex.core.venue import VenueConfig
 
 _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "heartbeat_ms", "rate_per_s", "burst",
-               "snapshot_every", "md_port", "md_record",
+               "snapshot_every", "md_port", "md_record", "grpc_port",
                "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll",
                "metrics_port"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
@@ -49,6 +49,7 @@ class ServeConfig:
     bin_port: int = 9001
     md_port: int = 9002  # binary market-data feed (0: no market-data stage)
     md_record: str = ""  # directory for feed recordings ("": none)
+    grpc_port: int = 0  # the feed over gRPC streaming, in the market-data stage (0: off; needs md_port)
     metrics_port: int = 9100  # Prometheus /metrics (0: off)
     data: str = "microex-data"
     fsync: str = "batch"
@@ -129,6 +130,8 @@ class ServeConfig:
             raise ValueError("api_key values must be unique and 8..32 bytes long (they travel in LOGIN's 32 bytes)")
         if not 1 <= self.gateways <= 16:
             raise ValueError("gateways must be 1..16")
+        if self.grpc_port and not self.md_port:
+            raise ValueError("grpc_port needs the market-data stage (md_port 0 turns it off)")
 
     def override(self, **flags) -> ServeConfig:
         names = {f.name for f in fields(self)}
