@@ -22,6 +22,7 @@ The supervisor (this process) owns the rings and the child processes:
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -40,9 +41,11 @@ from microex.gateway.process import GatewaySettings, gateway_main
 from microex.marketdata.server import MdSettings, md_main
 from microex.pipeline.datadir import DataDir, write_atomic
 from microex.pipeline.local import LocalPipeline, run_child
+from microex.pipeline.logs import setup_logging
 from microex.pipeline.metrics import MetricsBlock, MetricsCollector, serve_metrics
 
 STATUS_EVERY_S = 5.0
+log = logging.getLogger(__name__)
 DRAIN_EVERY_S = 0.005  # the outbound ring holds 2^18 events: ~50 ms at the highest rates
 
 
@@ -77,6 +80,9 @@ class Venue:
                 self.console.print(f"[yellow]{data.root} was created with another venue config; "
                                    "serving the one in its engine.json[/]")
         run = self._next_run(data)
+        setup_logging(data.root, "supervisor")
+        log.info("venue starting", extra={"run": run, "data": str(data.root), "bin_port": cfg.bin_port,
+                                          "gateways": cfg.gateways, "fsync": cfg.fsync, "first_start": first})
         self.console.print(f"starting the engine on {data.root} (run {run}) ...")
         self.metrics = MetricsBlock.create(f"mxm{os.getpid()}x{time.monotonic_ns() % 10**9}")
         self.pipe = LocalPipeline(str(data.root), fsync=cfg.fsync, snapshot_every=cfg.snapshot_every,
@@ -93,6 +99,7 @@ class Venue:
                                  consumer_index=1 + k, api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
                                  heartbeat_ms=cfg.heartbeat_ms, rate_per_s=cfg.rate_per_s, burst=cfg.burst, run=run,
                                  ack_spin_us=cfg.ack_spin_us, busy_poll=cfg.busy_poll, metrics=self.metrics.name,
+                                 data=str(data.root),
                                  cpu=cfg.gateway_cpus[k % len(cfg.gateway_cpus)] if cfg.gateway_cpus else None)
             p = ctx.Process(target=run_child, args=(gateway_main, gs, ready[k]), daemon=True, name=f"microex-gateway-{k}")
             p.start()
@@ -242,6 +249,7 @@ class Venue:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        log.info("venue stopped", extra={"commands": self.commands})
 
     def banner(self) -> None:
         cfg, c = self.cfg, self.console

@@ -83,6 +83,9 @@ async def serve_http(s: HttpSettings, ready=None) -> None:
 def http_main(settings: HttpSettings, ready=None) -> None:
     """Process entry point (multiprocessing target)."""
     logging.basicConfig(level=logging.WARNING, format="http-edge %(levelname)s %(name)s: %(message)s")
+    from microex.pipeline.logs import setup_logging
+
+    setup_logging(settings.data, "http")
     if settings.cpu is not None:
         os.sched_setaffinity(0, {settings.cpu})
     try:

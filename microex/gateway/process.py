@@ -47,6 +47,7 @@ class GatewaySettings:
     ack_spin_us: int = 0  # see RingEngineLink
     busy_poll: bool = False  # see GatewayServer
     metrics: str | None = None  # shared-memory name of the venue's MetricsBlock
+    data: str | None = None  # the venue's data directory (logs go to <data>/logs/gateway-<n>.jsonl)
     run: int = 1  # how many times the venue has started on this data dir
     cpu: int | None = None
 
@@ -85,6 +86,10 @@ def gateway_main(settings: GatewaySettings, ready=None) -> None:
     """Process entry point (multiprocessing target)."""
     if settings.cpu is not None:
         os.sched_setaffinity(0, {settings.cpu})
+    if settings.data:
+        from microex.pipeline.logs import setup_logging
+
+        setup_logging(settings.data, f"gateway-{settings.gateway_no}")
     try:
         import uvloop
     except ImportError:  # uvloop is a dependency; plain asyncio still works without it

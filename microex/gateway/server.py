@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 import os
 import socket
 import time
@@ -55,6 +56,7 @@ from microex.pipeline.metrics import (
 from microex.protocol.binary import ProtocolReason
 
 MAX_WRITE_BUFFER = 4 << 20
+log = logging.getLogger(__name__)
 
 
 class EngineLink(Protocol):
@@ -144,6 +146,10 @@ class GatewayServer:
     def _received(self, conn: _Connection, data: bytes) -> None:
         t0 = time.perf_counter_ns()
         cmds, replies, closed = self.sessions.on_bytes(conn.conn_id, data)
+        if self.sessions.logins:
+            for conn_id, sid, account in self.sessions.logins:
+                log.info("login", extra={"conn": conn_id, "session": sid, "account": account})
+            self.sessions.logins.clear()
         self._deliver(replies, closed)
         counters = self.counters
         if len(cmds):
@@ -158,7 +164,11 @@ class GatewayServer:
         if self.connections.pop(conn.conn_id, None) is None:
             return
         self.counters[G_CONNECTIONS] = len(self.connections)
+        sess = self.sessions.conns.get(conn.conn_id)
         cmds = self.sessions.on_disconnect(conn.conn_id)
+        if sess is not None and sess.session_id:
+            log.info("disconnected", extra={"conn": conn.conn_id, "session": sess.session_id, "account": sess.account,
+                                            "cancels": len(cmds)})
         if len(cmds):
             self.link.submit(cmds)
 
@@ -178,6 +188,9 @@ class GatewayServer:
         for conn_id, reason in closed:
             if reason:
                 self.closed_reasons.append((conn_id, reason))
+            sess = self.sessions.conns.get(conn_id)
+            log.info("session closed", extra={"conn": conn_id, "session": sess.session_id if sess else None,
+                                              "account": sess.account if sess else None, "reason": int(reason)})
             conn = self.connections.get(conn_id)
             if conn is not None:
                 conn.transport.close()  # after the LOGOUT written above; connection_lost follows
@@ -188,6 +201,10 @@ class GatewayServer:
         # Its unread reports would pile up without bound. A LOGOUT SLOW_CONSUMER would only
         # queue behind them, so the connection is aborted (connection_lost follows).
         self.counters[G_SLOW] += 1
+        sess = self.sessions.conns.get(conn.conn_id)
+        log.warning("slow consumer aborted", extra={"conn": conn.conn_id, "session": sess.session_id if sess else None,
+                                                    "account": sess.account if sess else None,
+                                                    "reason": int(ProtocolReason.SLOW_CONSUMER)})
         self.closed_reasons.append((conn.conn_id, int(ProtocolReason.SLOW_CONSUMER)))
         conn.transport.abort()
 

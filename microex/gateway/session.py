@@ -208,6 +208,7 @@ class GatewaySessions:
         # order -> ack inside the venue (pipeline/metrics.py histogram layout); the server may
         # point it at the shared metrics block
         self.ack_hist = np.zeros(BUCKETS + 1, dtype=np.int64)
+        self.logins: list[tuple[Hashable, int, int]] = []  # (conn, session, account) since the server last looked
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -319,6 +320,7 @@ class GatewaySessions:
         sess.cancel_on_disconnect = bool(int(rec["flags"]) & LoginFlag.CANCEL_ON_DISCONNECT)
         sess.state = State.LOGGED_IN
         self.sessions[sid] = sess
+        self.logins.append((sess.conn_id, sid, account))
         out.send(sess, sess.encoder.message(MsgType.LOGIN_ACK, session=sid, heartbeat_ms=self.heartbeat_ms,
                                             account=account), now)
         if len(msgs.records) > 1:  # the rest of a run of LOGINs

@@ -29,6 +29,7 @@ idle, woken within the kernel's wake-up time when a producer publishes.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import time
@@ -39,6 +40,7 @@ import numpy as np
 from microex.core.records import COMMAND, EVENT, EventKind
 from microex.pipeline.datadir import DataDir
 from microex.pipeline.journal import HEADER_SIZE, RECORD_SIZE, Journal
+from microex.pipeline.logs import setup_logging
 from microex.pipeline.metrics import MetricsBlock, count_commands, count_events
 from microex.pipeline.recovery import recover
 from microex.pipeline.ring import RingBuffer
@@ -46,6 +48,7 @@ from microex.pipeline.ring_consumer import wait_any
 from microex.pipeline.snapshot import write_snapshot
 
 IDLE_TIMEOUT_S = 0.05  # how often an idle engine looks at its stop/snapshot flags
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,7 +86,8 @@ class EngineLoop:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGUSR1, self._on_snapshot)
-        last_seq, _, engine = recover(self.data)
+        last_seq, digest, engine = recover(self.data)
+        log.info("recovered", extra={"seq": last_seq, "digest": digest, "fsync": s.fsync})
         journal = Journal.open(self.data.journal, s.fsync, start_seq=last_seq + 1)
         if journal.last_seq != last_seq:
             raise RuntimeError(f"journal ends at {journal.last_seq}, recovery at {last_seq}")
@@ -152,6 +156,7 @@ class EngineLoop:
                     since_snapshot = 0
             journal.sync()
             self._snapshot(engine, last_seq)
+            log.info("stopped", extra={"seq": last_seq})
         finally:
             journal.close()
             for c in consumers:
@@ -166,9 +171,11 @@ class EngineLoop:
     def _snapshot(self, engine, last_seq: int) -> None:
         self.snapshot_requested = False
         if last_seq:
-            write_snapshot(self.data.snapshots, engine, last_seq)
+            path = write_snapshot(self.data.snapshots, engine, last_seq)
+            log.info("snapshot written", extra={"seq": last_seq, "path": str(path)})
 
 
 def engine_main(settings: EngineSettings) -> None:
     """Process entry point (multiprocessing target)."""
+    setup_logging(settings.data, "engine")
     EngineLoop(settings).run()

@@ -132,6 +132,13 @@ def test_serve_demo_venue_trades_survives_a_restart_and_rejects_bad_input(data):
     finally:
         assert venue.stop() == 0
     assert list((data / "snapshots").glob("snapshot-*.snap")), "a clean stop takes a snapshot"
+    # structured logs: one JSON object per line, per process role, with session and account where they apply
+    logins = [json.loads(line) for f in (data / "logs").glob("gateway-*.jsonl") for line in f.read_text().splitlines()]
+    logins = [d for d in logins if d["msg"] == "login"]
+    assert {(d["account"], d["role"][:8]) for d in logins} >= {(1, "gateway-"), (2, "gateway-")}
+    assert all(d["session"] > 0 and d["level"] == "info" for d in logins)
+    engine_log = [json.loads(line)["msg"] for line in (data / "logs" / "engine.jsonl").read_text().splitlines()]
+    assert "recovered" in engine_log and "snapshot written" in engine_log and engine_log[-1] == "stopped"
 
     port2 = _free_port()
     venue = Serve(data, port2)
