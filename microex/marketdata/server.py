@@ -175,6 +175,9 @@ async def serve_md(s: MdSettings, ready=None) -> None:
 
 def md_main(settings: MdSettings, ready=None) -> None:
     """Process entry point (multiprocessing target)."""
+    from microex.pipeline.logs import setup_logging
+
+    setup_logging(settings.data, "md")
     if settings.cpu is not None:
         os.sched_setaffinity(0, {settings.cpu})
     try:
