@@ -169,6 +169,7 @@ class GrpcMdServer:
         self.stats["streams"] += 1
         sessions = self.sessions
         sessions.connect(st.sub_id, st)
+        context.add_done_callback(lambda _: self._gone(st))  # however the call ends (cancelled mid-send too)
         try:
             ok = sessions.on_bytes(st.sub_id, request)
             sub = sessions.fanout.subscribers.get(st.sub_id)
@@ -196,8 +197,11 @@ class GrpcMdServer:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "no subscription: see the ERROR frames" if ok else "bad framing")
         finally:
-            self.streams.pop(st.sub_id, None)
-            sessions.disconnect(st.sub_id)
+            self._gone(st)
+
+    def _gone(self, st: _Stream) -> None:
+        if self.streams.pop(st.sub_id, None) is not None:
+            self.sessions.disconnect(st.sub_id)
 
     # -- Snapshot ------------------------------------------------------------------------------
 
@@ -257,5 +261,5 @@ class GrpcMdServer:
                             await asyncio.sleep(0.01)
                 except TimeoutError:
                     pass
-            await self._server.stop(grace)
+            await self._server.stop(0)  # what is left had its grace: a reader that does not read
             self._server = None
