@@ -64,6 +64,7 @@ rate_per_s = 1e9
 snapshot_every = 0
 busy_poll = {busy_poll}
 metrics_port = 0
+md_port = 0
 {pinning}
 
 [venue]
