@@ -210,8 +210,12 @@ def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task, cpu
     proc.start()
     results = []
     for _ in plan:
-        cpu0 = venue.cpu_s()
         res = here.recv()
+        if res.get("starting"):  # the load generator's clock starts: so does the venue's CPU count
+            cpu0 = venue.cpu_s()
+            res = here.recv()
+        else:
+            cpu0 = venue.cpu_s()
         res["venue_cpu_s"] = venue.cpu_s() - cpu0
         if "error" in res:
             proc.join(5)

@@ -164,14 +164,15 @@ def _connect(host, port, keys):
 
 
 def run_fixed_rate(host: str, port: int, keys: tuple[bytes, bytes], rate: float, count: int,
-                   first_cid: int, spin: bool = False, order: OrderSpec | None = None) -> dict:
+                   first_cid: int, spin: bool = False, order: OrderSpec | None = None, on_start=None) -> dict:
     """`count` orders at `rate`/s; returns latencies (ns, from scheduled send to ack) and CPU use."""
     return run_schedule(host, port, keys, (np.arange(count) * (1e9 / rate)).astype(np.int64), first_cid, spin,
-                        order)
+                        order, on_start=on_start)
 
 
 def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np.ndarray, first_cid: int,
-                 spin: bool = False, order: OrderSpec | None = None, tolerate_loss: bool = False) -> dict:
+                 spin: bool = False, order: OrderSpec | None = None, tolerate_loss: bool = False,
+                 on_start=None) -> dict:
     """Order i is due `offsets_ns[i]` after the start (non-decreasing). Returns per order the
     latency from its scheduled time to its ack (-1: none came) and how late it was sent.
 
@@ -186,6 +187,8 @@ def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np
     lat = np.full(count, -1, dtype=np.int64)
     sent_at = np.zeros(count, dtype=np.int64)
     rejects = acked = sent = 0
+    if on_start is not None:
+        on_start()  # connected and prepared: the measured interval starts now
     cpu0, t_wall0 = time.process_time(), time.perf_counter()
     t0 = time.perf_counter_ns() + 1_000_000
     sched = t0 + np.asarray(offsets_ns, dtype=np.int64)
@@ -232,7 +235,7 @@ def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np
 
 
 def run_max_rate(host: str, port: int, keys: tuple[bytes, bytes], count: int, first_cid: int,
-                 window: int = 8192, chunk: int = 1024) -> dict:
+                 window: int = 8192, chunk: int = 1024, on_start=None) -> dict:
     """`count` orders as fast as the venue acknowledges them, at most `window` unacknowledged."""
     conns = _connect(host, port, keys)
     cids = np.arange(first_cid, first_cid + count, dtype=np.uint64)
@@ -241,6 +244,8 @@ def run_max_rate(host: str, port: int, keys: tuple[bytes, bytes], count: int, fi
     lat = np.full(count, -1, dtype=np.int64)
     sched = np.zeros(count, dtype=np.int64)
     rejects = acked = sent = 0
+    if on_start is not None:
+        on_start()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     deadline = t0 + 120
@@ -283,12 +288,15 @@ def loadgen_main(conn, host: str, port: int, keys: tuple[bytes, bytes], plan: li
         pass
     try:
         for step in plan:
+            def starting():
+                conn.send({"starting": True})
+
             if step["mode"] == "fixed":
-                res = run_fixed_rate(host, port, keys, step["rate"], step["count"], cid, step.get("spin", False))
-                cid += step["count"]
+                res = run_fixed_rate(host, port, keys, step["rate"], step["count"], cid, step.get("spin", False),
+                                     on_start=starting)
             else:
-                res = run_max_rate(host, port, keys, step["count"], cid, step.get("window", 8192))
-                cid += step["count"]
+                res = run_max_rate(host, port, keys, step["count"], cid, step.get("window", 8192), on_start=starting)
+            cid += step["count"]
             conn.send(res)
     except Exception as e:  # reported to the parent, which prints it
         conn.send({"error": f"{type(e).__name__}: {e}"})
