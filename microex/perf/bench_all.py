@@ -104,14 +104,13 @@ def main(args) -> int:
                 console.print(f"[red]{suite} failed: {e}[/]")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = results / f"{stamp}-{socket.gethostname()}.json"
-    doc = {"machine": describe_machine(), "rows": rows, "suites_failed": failed}
-    out.write_text(json.dumps(doc, indent=1) + "\n")
     worse = compare(rows, previous)
+    doc = {"machine": describe_machine(), "rows": rows, "suites_failed": failed, "worse_than_previous": worse}
+    out.write_text(json.dumps(doc, indent=1) + "\n")
     _print(console, worse)
     from microex.perf.report import main as report_main
 
     report_main(type("Args", (), {"results": str(results), "out": args.out})())
-    _append_changes(Path(args.out), out.name, worse)
     console.print(f"results: {out}")
     return 1 if failed else 0
 
@@ -126,14 +125,3 @@ def _print(console: Console, worse: list[dict]) -> None:
     for w in worse:
         table.add_row(w["name"], w["metric"], f"{w['before']:,.0f}", f"{w['after']:,.0f}", f"{w['change']:+.0%}")
     console.print(table)
-
-
-def _append_changes(doc: Path, file: str, worse: list[dict]) -> None:
-    lines = ["", "## Changes since the previous results", "",
-             f"`microex bench all` compared `{file}` with the newest earlier result of each row "
-             "(more than 10% worse: throughput lower, p50/p99 higher):", ""]
-    if not worse:
-        lines.append("- none")
-    for w in worse:
-        lines.append(f"- `{w['name']}` {w['metric']}: {w['before']:,.0f} -> {w['after']:,.0f} ({w['change']:+.0%})")
-    doc.write_text(doc.read_text() + "\n".join(lines) + "\n")

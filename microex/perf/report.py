@@ -86,6 +86,14 @@ def render(runs: list[dict]) -> tuple[str, dict]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row_md(row) for row, _ in latest.values()]
+    compared = [run for run in runs if "worse_than_previous" in run]
+    if compared:
+        last = compared[-1]
+        lines += ["", "## Changes since the previous results", "",
+                  f"`microex bench all` compared `{last['file']}` with the newest earlier result of each row "
+                  "(more than 10% worse: throughput lower, p50/p99 higher):", ""]
+        lines += [f"- `{w['name']}` {w['metric']}: {w['before']:,.0f} -> {w['after']:,.0f} ({w['change']:+.0%})"
+                  for w in last["worse_than_previous"]] or ["- none"]
     lines += ["", "## Workloads", ""]
     for name, (row, run) in latest.items():
         lines.append(f"- `{name}` ({run['file']}): {row.get('workload', '')}")
