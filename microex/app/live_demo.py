@@ -15,7 +15,7 @@ import time
 from microex.app.demo_traders import TradersSettings, traders_main
 from microex.app.serve import Venue
 from microex.app.serve_config import demo_config
-from microex.pipeline.local import run_child
+from microex.pipeline.local import ReadyFlag, run_child
 
 
 def add_arguments(parser) -> None:
@@ -44,7 +44,7 @@ def main(args) -> int:
                                    keys=[k.api_key.encode() for k in cfg.api_keys],
                                    ref_prices={ids[sym]: p for sym, p in cfg.ref_prices.items()}, seed=args.seed)
         ctx = mp.get_context("spawn")
-        ready = ctx.Event()
+        ready = ReadyFlag(ctx)
         traders = ctx.Process(target=run_child, args=(traders_main, settings, ready), daemon=True,
                               name="microex-traders")
         traders.start()

@@ -40,7 +40,7 @@ from microex.gateway.inprocess import deposit_commands
 from microex.gateway.process import GatewaySettings, gateway_main
 from microex.marketdata.server import MdSettings, md_main
 from microex.pipeline.datadir import DataDir, write_atomic
-from microex.pipeline.local import LocalPipeline, run_child
+from microex.pipeline.local import LocalPipeline, ReadyFlag, run_child
 from microex.pipeline.logs import setup_logging
 from microex.pipeline.metrics import MetricsBlock, MetricsCollector, serve_metrics
 
@@ -93,7 +93,7 @@ class Venue:
         if first:
             self._bootstrap()
         ctx = mp.get_context("spawn")
-        ready = [ctx.Event() for _ in range(cfg.gateways)]
+        ready = [ReadyFlag(ctx) for _ in range(cfg.gateways)]
         for k in range(cfg.gateways):
             gs = GatewaySettings(gateway_no=k, inbound=self.pipe.inbounds[1 + k].name, outbound=self.pipe.outbound.name,
                                  consumer_index=1 + k, api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
@@ -109,14 +109,14 @@ class Venue:
             rings += [(f"inbound.gateway{k}", r) for k, r in enumerate(self.pipe.inbounds[1 : 1 + cfg.gateways])]
             self.metrics_server = serve_metrics(MetricsCollector(self.metrics, rings, cfg.gateways), cfg.metrics_port,
                                                 cfg.host)
-        md_ready = ctx.Event()
+        md_ready = ReadyFlag(ctx)
         if cfg.md_port:  # the market-data stage: the outbound ring's last consumer
             ms = MdSettings(data=str(data.root), outbound=self.pipe.outbound.name, consumer_index=1 + cfg.gateways,
                             host=cfg.host, md_port=cfg.md_port, grpc_port=cfg.grpc_port,
                             record=cfg.md_record or None)
             self.md = ctx.Process(target=run_child, args=(md_main, ms, md_ready), daemon=True, name="microex-md")
             self.md.start()
-        http_ready = ctx.Event()
+        http_ready = ReadyFlag(ctx)
         if cfg.http_port:  # the Binance-compatible HTTP edge: the last inbound ring, tails the journal
             hs = HttpSettings(data=str(data.root), inbound=self.pipe.inbounds[1 + cfg.gateways].name,
                               keys=[(k.api_key, k.secret, k.account) for k in cfg.api_keys], decimals=cfg.decimals,

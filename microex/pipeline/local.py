@@ -30,6 +30,32 @@ INBOUND_SLOTS = 1 << 16
 _PR_SET_PDEATHSIG = 1
 
 
+class ReadyFlag:
+    """A child's "I am up" for its parent: one shared byte, set once, polled.
+
+    Not multiprocessing.Event: its set() waits for every sleeping waiter to wake,
+    so a child whose parent died while waiting would hang in set() for ever
+    (signals included). Setting a byte cannot block.
+    """
+
+    def __init__(self, ctx) -> None:
+        self._flag = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag.value:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+
 def run_child(target, *args) -> None:
     """Run a pipeline process: out of the terminal's process group (Ctrl-C goes to the
     parent, which stops its children in order) and SIGTERMed if the parent dies."""
