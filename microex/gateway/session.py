@@ -38,11 +38,14 @@ and never reaches the engine; a CANCEL/MODIFY naming an id the session never
 used is rejected with UNKNOWN_ORDER likewise. The gateway gives each accepted
 NEW_ORDER an engine order id from its own counter (`first_order_id`,
 `first_order_id + 1`, ...): several gateways feeding one engine must be given
-disjoint ranges (e.g. `first_order_id = gateway_no << 40`); events whose ids are
-outside this gateway's range are ignored, so all gateways may read one
-outbound ring. The engine id -> (session, client id) map is two arrays indexed
-by `engine id - first_order_id` (13 bytes per order ever sent, never freed; a
-long-running gateway would recycle them per trading day).
+disjoint ranges (gateway/process.py: per gateway and per run of the venue);
+events whose ids are outside this gateway's range are ignored, so all gateways
+may read one outbound ring. The engine id -> (session, client id, liveness) map
+is gateway/orders.py's OrderIdMap: three arrays indexed by `engine id -
+first_order_id` (17 bytes per order ever sent, never freed; a long-running
+gateway would recycle them per trading day). The per-order hot paths (new
+orders, report routing) are compiled kernels there; this module keeps the
+session logic.
 
 Rate limit: a token bucket per session over NEW_ORDER, CANCEL and MODIFY alike
 (`rate_per_s` tokens per second, `burst` at most); a message without a token is
