@@ -282,18 +282,21 @@ class BinaryDecoder:
     its frame skipped, and counting goes on from it).
     """
 
+    TYPES = _BY_CODE  # msg_type code -> (its enum member, its dtype): a subclass gives its protocol's
+    INITIAL_FRAMES = 64  # scan outputs allocated up front (they grow with the largest receive buffer)
+
     def __init__(self, accept: Iterable[MsgType] = CLIENT_MESSAGES, *, check_sequence: bool = True,
                  first_seq: int = 1, max_frame: int = MAX_FRAME_SIZE) -> None:
         self.sizes = np.zeros(_TABLE_SIZE, dtype=np.int64)
         for t in accept:
-            self.sizes[int(t)] = DTYPES[MsgType(t)].itemsize
+            self.sizes[int(t)] = self.TYPES[int(t)][1].itemsize
         self.check_sequence = check_sequence
         self.expected_seq = first_seq & _SEQ_MASK
         self.max_frame = max_frame
         self.closed = False
         self.close_reason: ProtocolReason | None = None
         self._pending = b""
-        self._alloc(64)
+        self._alloc(self.INITIAL_FRAMES)
 
     def _alloc(self, frames: int) -> None:
         """Scan outputs, kept between feeds (a receive buffer of n bytes has at most n/8 frames)."""
@@ -315,7 +318,7 @@ class BinaryDecoder:
         arr = np.frombuffer(buf, dtype=np.uint8)
         cap = len(buf) // HEADER_SIZE + 1
         if cap > len(self._offs):
-            self._alloc(cap)
+            self._alloc(max(cap, 2 * len(self._offs)))
         offs, types, status, seqs, runs = self._offs, self._types, self._status, self._seqs, self._runs
         k, nruns, pos, close, self.expected_seq = _scan(arr, 0, self.sizes, self.max_frame, self.expected_seq,
                                                         self.check_sequence, offs, types, status, seqs, runs)
@@ -327,7 +330,7 @@ class BinaryDecoder:
             if st:
                 items.append(DecodeError(ProtocolReason(st), int(types[a]), int(seqs[a]), False))
             else:
-                mt, dt = _BY_CODE[int(types[a])]
+                mt, dt = self.TYPES[int(types[a])]
                 off = int(offs[a])
                 # a raw byte copy (a structured copy would leave the padding bytes uninitialised)
                 items.append(Messages(mt, arr[off : off + (b - a) * dt.itemsize].copy().view(dt)))

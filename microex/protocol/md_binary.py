@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
 
 import numpy as np
 
 from microex.core.records import MD_BBO, MD_BOOK, MD_CANDLE, MD_TICKER, MD_UPDATE, MdMsg, MdReason
-from microex.protocol.binary import HEADER_SIZE, MAX_FRAME_SIZE, DecodeError, ProtocolReason, _scan
+from microex.protocol.binary import HEADER_SIZE, MAX_FRAME_SIZE, BinaryDecoder, DecodeError, Messages
 
 __all__ = ["MdMsg", "MdReason", "SubFlag", "MdStatus", "DTYPES", "CLIENT_MESSAGES", "SERVER_MESSAGES", "Messages",
            "DecodeError", "MdDecoder", "encode", "MdFrameEncoder", "status", "error", "resync", "HEARTBEAT_FRAME"]
@@ -101,72 +100,18 @@ for _t, _dt in DTYPES.items():
 _BY_CODE = {int(t): (t, dt) for t, dt in DTYPES.items()}
 
 
-class Messages(NamedTuple):
-    """A run of consecutive valid frames of one type: `records` has dtype DTYPES[msg_type]."""
+class MdDecoder(BinaryDecoder):
+    """Frames in (any split across feeds), runs and errors out: the order-entry decoder over this
+    feed's message types. `accept`: CLIENT_MESSAGES on the server (seq checked), SERVER_MESSAGES
+    on a client (seq not checked: see the module doc)."""
 
-    msg_type: MdMsg
-    records: np.ndarray
-
-
-class MdDecoder:
-    """Frames in (any split across feeds), runs and errors out. `accept`: CLIENT_MESSAGES on the
-    server (seq checked), SERVER_MESSAGES on a client (seq not checked: see the module doc)."""
+    TYPES = _BY_CODE
+    INITIAL_FRAMES = 8  # small: a feed server holds one decoder per subscriber (10,000+ idle ones)
 
     def __init__(self, accept: Iterable[MdMsg] = CLIENT_MESSAGES, *, check_sequence: bool | None = None) -> None:
         accept = frozenset(accept)
-        self.sizes = np.zeros(_TABLE_SIZE, dtype=np.int64)
-        for t in accept:
-            self.sizes[int(t)] = DTYPES[MdMsg(t)].itemsize
-        self.check_sequence = (accept <= CLIENT_MESSAGES) if check_sequence is None else check_sequence
-        self.expected_seq = 1
-        self.closed = False
-        self.close_reason: ProtocolReason | None = None
-        self._pending = b""
-        self._cap = 0
-        self._alloc(8)  # small: a feed server holds one decoder per subscriber (10,000+ idle ones)
-
-    def _alloc(self, frames: int) -> None:
-        self._cap = frames
-        self._offs, self._types, self._status, self._seqs, self._runs = (
-            np.empty(frames, dtype=np.int64) for _ in range(5))
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of an incomplete frame held for the next feed (never more than MAX_FRAME_SIZE)."""
-        return len(self._pending)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Messages | DecodeError]:
-        if self.closed:
-            return []
-        buf = self._pending + bytes(data) if self._pending else bytes(data)
-        if not buf:
-            return []
-        arr = np.frombuffer(buf, dtype=np.uint8)
-        cap = len(buf) // HEADER_SIZE + 1
-        if cap > self._cap:
-            self._alloc(max(cap, 2 * self._cap))
-        offs, types, status_, seqs, runs = self._offs, self._types, self._status, self._seqs, self._runs
-        k, nruns, pos, close, self.expected_seq = _scan(arr, 0, self.sizes, MAX_FRAME_SIZE, self.expected_seq,
-                                                        self.check_sequence, offs, types, status_, seqs, runs)
-        items: list[Messages | DecodeError] = []
-        for j in range(nruns):
-            a = int(runs[j])
-            b = int(runs[j + 1]) if j + 1 < nruns else k
-            st = int(status_[a])
-            if st:
-                items.append(DecodeError(ProtocolReason(st), int(types[a]), int(seqs[a]), False))
-            else:
-                mt, dt = _BY_CODE[int(types[a])]
-                off = int(offs[a])
-                items.append(Messages(mt, arr[off: off + (b - a) * dt.itemsize].copy().view(dt)))
-        if close:
-            self.closed = True
-            self.close_reason = ProtocolReason(close)
-            self._pending = b""
-            items.append(DecodeError(self.close_reason, 0, 0, True))
-        else:
-            self._pending = buf[pos:]
-        return items
+        super().__init__(accept, check_sequence=(accept <= CLIENT_MESSAGES) if check_sequence is None
+                         else check_sequence)
 
 
 def encode(msg_type: MdMsg, seq: int = 0, **fields) -> bytes:
