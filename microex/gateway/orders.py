@@ -30,7 +30,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from microex.core.records import Action, EventKind, Reason
-from microex.pipeline.metrics import BUCKETS, observe
+from microex.pipeline.metrics import observe
 from microex.protocol.binary import DTYPES, EXEC_REPORT, Liquidity, MsgType
 
 DONE, PENDING, LIVE = 0, 1, 2

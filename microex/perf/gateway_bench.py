@@ -30,16 +30,8 @@ limit off); the load generator is another process, connected over loopback.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -47,6 +39,7 @@ from rich.progress import Progress
 
 from microex.perf.baseline_venues import baseline_main
 from microex.perf.loadgen import loadgen_main
+from microex.perf.serve_process import ServeProcess, free_port, tree_cpu_s
 from microex.perf.results import latency_fields, print_rows, write_results
 
 RATES = (10_000, 50_000, 100_000)
@@ -113,70 +106,16 @@ def _pinning(engine_cpu: int | None, gateway_cpu: int | None) -> str:
     return "\n".join(lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process and its children, seconds (from /proc)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    try:
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-class BenchVenue:
+class BenchVenue(ServeProcess):
     """`microex serve` with the bench config, in a subprocess."""
 
     def __init__(self, fsync: str, port: int, busy_poll: bool, engine_cpu: int | None = None,
                  gateway_cpu: int | None = None) -> None:
         self.busy_poll = busy_poll
-        self.root = Path(tempfile.mkdtemp(prefix="mx-gwbench-"))
-        cfg = self.root / "bench.toml"
-        cfg.write_text(BENCH_CONFIG.format(fsync=fsync, k1=KEYS[0].decode(), k2=KEYS[1].decode(),
-                                          busy_poll=str(busy_poll).lower(),
-                                          pinning=_pinning(engine_cpu, gateway_cpu)))
-        self.port = port or _free_port()
-        self.log = open(self.root / "serve.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--config", str(cfg),
-                                      "--data", str(self.root / "data"), "--bin-port", str(self.port),
-                                      "--http-port", "0"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"microex serve exited: {(self.root / 'serve.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("microex serve did not open its port") from None
-                time.sleep(0.2)
-
-    def cpu_s(self) -> float:
-        return _proc_cpu_s(self.proc.pid)
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.port = port or free_port()
+        config = BENCH_CONFIG.format(fsync=fsync, k1=KEYS[0].decode(), k2=KEYS[1].decode(),
+                                     busy_poll=str(busy_poll).lower(), pinning=_pinning(engine_cpu, gateway_cpu))
+        super().__init__(config, [self.port], ["--bin-port", str(self.port), "--http-port", "0"], "mx-gwbench-")
 
 
 class BaselineVenue:
@@ -193,7 +132,7 @@ class BaselineVenue:
         self.port = here.recv()
 
     def cpu_s(self) -> float:
-        return _proc_cpu_s(self.proc.pid)
+        return tree_cpu_s(self.proc.pid)
 
     def close(self) -> None:
         self.stop.set()
@@ -289,8 +228,8 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, wh
     return {
         "name": name,
         "workload": f"{what or 'microex serve'}: {rate:,} orders/s for {seconds:g} s over loopback (2 sessions, "
-                    f"buy/sell pairs that trade), journal fsync={fsync}; latency = ack receive time - scheduled send time (no coordinated "
-                    f"omission), first 10% dropped; load generator CPU {res['cpu_s'] / res['wall_s']:.0%} of a "
+                    f"buy/sell pairs that trade), journal fsync={fsync}; latency = ack receive time - scheduled "
+                    f"send time (no coordinated omission), first 10% dropped; load generator CPU {res['cpu_s'] / res['wall_s']:.0%} of a "
                     f"core, venue processes {res['venue_cpu_s'] / res['wall_s']:.0%}; sends late by "
                     f"{late50 / 1e3:.1f} µs p50, {late99 / 1e3:.1f} µs p99; target p50 <= 40 µs and "
                     f"p99 <= 100 µs at 50k/s: {'met' if met else 'not met'} at this rate",

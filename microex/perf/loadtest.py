@@ -35,6 +35,7 @@ from rich.table import Table
 
 from microex.perf.loadgen import OrderSpec, run_schedule
 from microex.perf.machine import describe_machine
+from microex.perf.serve_process import tree_rss
 
 PROFILES = ("smoke", "load", "stress", "soak", "spike")
 WINDOW_NS = 100_000_000
@@ -115,24 +116,7 @@ class _MemorySampler(threading.Thread):
     def run(self) -> None:
         t0 = time.monotonic()
         while not self.stop.wait(self.every_s):
-            self.samples.append((time.monotonic() - t0, _rss_bytes(self.pid)))
-
-
-def _rss_bytes(pid: int) -> int:
-    pids = [pid]
-    try:
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
+            self.samples.append((time.monotonic() - t0, tree_rss(self.pid)))
 
 
 def _plot(path: Path, title: str, wins: list[dict], spans: list[tuple[float, float, float]]) -> None:

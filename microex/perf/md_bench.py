@@ -19,23 +19,15 @@ the driver and the venue share the cores: the rows say how much each used.
 from __future__ import annotations
 
 import multiprocessing as mp
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from microex.perf.gateway_bench import _free_port, _proc_cpu_s
-from microex.perf.loadtest import _rss_bytes
 from microex.perf.md_load import C_CONFLATED, C_INCREMENTS, C_RESYNC, driver_main, raise_fd_limit, subscribers_main
 from microex.perf.results import print_rows, write_results
+from microex.perf.serve_process import ServeProcess, free_port
 
 KEY = "md-bench-driver-key-1"
 
@@ -53,51 +45,19 @@ def add_arguments(parser) -> None:
 def _config(instruments: int) -> str:
     # engine_spin_us = 0: the engine sleeps between batches instead of polling, which leaves the
     # second core to the market-data stage and the subscribers (the order path is not measured here)
-    lines = ["[serve]", 'fsync = "none"', "rate_per_s = 1e9", "metrics_port = 0", "http_port = 0", "engine_spin_us = 0", "",
-             "[venue]", "max_accounts = 4", "default_max_open_orders = 0", ""]
+    lines = ["[serve]", 'fsync = "none"', "rate_per_s = 1e9", "metrics_port = 0", "http_port = 0",
+             "engine_spin_us = 0", "", "[venue]", "max_accounts = 4", "default_max_open_orders = 0", ""]
     for i in range(1, instruments + 1):
         lines += ["[[instrument]]", f'symbol = "MD{i}"', f'base = "B{i}"', 'quote = "Q"', ""]
     lines += ["[[account]]", "id = 1", f'api_key = "{KEY}"', "deposit = { Q = 1000000000000000 }", ""]
     return "\n".join(lines)
 
 
-class MdVenue:
+class MdVenue(ServeProcess):
     def __init__(self, instruments: int) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="mx-mdbench-"))
-        (self.root / "md.toml").write_text(_config(instruments))
-        self.bin_port, self.md_port = _free_port(), _free_port()
-        self.log = open(self.root / "serve.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "microex.app.cli", "serve", "--config",
-                                      str(self.root / "md.toml"), "--data", str(self.root / "data"), "--bin-port",
-                                      str(self.bin_port), "--md-port", str(self.md_port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.root / "serve.log").read_text()[-2000:])
-            try:
-                socket.create_connection(("127.0.0.1", self.md_port), timeout=1).close()
-                socket.create_connection(("127.0.0.1", self.bin_port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("microex serve did not open its ports") from None
-                time.sleep(0.2)
-
-    def cpu_s(self) -> float:
-        return _proc_cpu_s(self.proc.pid)
-
-    def rss(self) -> int:
-        return _rss_bytes(self.proc.pid)
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.bin_port, self.md_port = free_port(), free_port()
+        super().__init__(_config(instruments), [self.md_port, self.bin_port],
+                         ["--bin-port", str(self.bin_port), "--md-port", str(self.md_port)], "mx-mdbench-")
 
 
 class Subscribers:
