@@ -112,6 +112,7 @@ class GatewayServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> int:
         """Listen (SO_REUSEPORT when several gateway processes share the port); returns the port."""
         loop = asyncio.get_running_loop()
+        GatewaySessions.warm_up()
         self.link.start(loop, self.on_events)
         server = await loop.create_server(lambda: _Connection(self, next(self._ids)), host, port,
                                           reuse_port=reuse_port or None, backlog=1024)

@@ -448,6 +448,23 @@ class GatewaySessions:
         return out.joined_replies(), out.closed
 
 
+    @staticmethod
+    def warm_up() -> None:
+        """Compile (or load from numba's cache) every kernel of the session paths now, at start-up:
+        a first order compiling them would stall its event loop past clients' heartbeat timeouts."""
+        key = b"warm-up-key"
+        gw = GatewaySessions({key: 1}, rate_per_s=1e9)
+        enc = FrameEncoder()
+        gw.on_bytes(0, enc.message(MsgType.LOGIN, api_key=key, flags=LoginFlag.CANCEL_ON_DISCONNECT,
+                                   version=PROTOCOL_VERSION))
+        cmds, _, _ = gw.on_bytes(0, enc.message(MsgType.NEW_ORDER, client_order_id=1, price_ticks=1, qty_lots=1,
+                                                instrument=1, side=1, ord_type=1, tif=1)
+                                 + enc.message(MsgType.CANCEL, client_order_id=1))
+        ev = np.zeros(1, dtype=EVENT)
+        ev["kind"], ev["order_id"] = EventKind.ACCEPTED, cmds["order_id"][0]
+        gw.on_events(ev)
+        gw.on_disconnect(0)
+
     def on_shutdown(self, now_ns: int | None = None) -> tuple[dict[Hashable, bytes], list[tuple[Hashable, int]]]:
         """The gateway is stopping: LOGOUT SHUTDOWN to every open session, and close them all."""
         now = self.clock() if now_ns is None else now_ns
