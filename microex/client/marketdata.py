@@ -24,18 +24,15 @@ on_trade(record) per trade (MD_UPDATE kind TRADE), on_candle / on_ticker / on_bb
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import time
 from collections.abc import Callable
 
 from microex.client.md_book import OrderBookReplica, warm_up
-from microex.client.md_protocol import (BookChanged, Error, MarketDataProtocol, Records, Status, Trades,
-                                        Violation)
-from microex.core.records import MdMsg
+from microex.client.md_events import FeedEvents
+from microex.client.md_protocol import (MarketDataProtocol)
 from microex.protocol.md_binary import SubFlag
 
-log = logging.getLogger(__name__)
 
 
 class _Link(asyncio.Protocol):
@@ -61,28 +58,20 @@ class _Link(asyncio.Protocol):
         self.client._on_lost(self)
 
 
-class MarketDataClient:
+class MarketDataClient(FeedEvents):
     def __init__(self, host: str, port: int, *, reconnect: bool = True, timeout: float = 5.0,
                  heartbeat_s: float = 1.0, timeout_s: float = 5.0, reconnect_delay_s: float = 0.05,
                  max_reconnect_delay_s: float = 2.0) -> None:
+        super().__init__()
         self.host, self.port, self.reconnect, self.timeout = host, port, reconnect, timeout
         self.heartbeat_s, self.timeout_s = heartbeat_s, timeout_s
         self.reconnect_delay_s, self.max_reconnect_delay_s = reconnect_delay_s, max_reconnect_delay_s
         self.subscriptions: dict[int, int] = {}  # instrument -> flags, replayed on reconnect
         self.replicas: dict[int, OrderBookReplica] = {}
         self.reconnects = 0
-        self.errors: list[Error] = []
-        self.last_error: BaseException | None = None
-        self.on_book: list[Callable] = []
-        self.on_trade: list[Callable] = []
-        self.on_candle: list[Callable] = []
-        self.on_ticker: list[Callable] = []
-        self.on_bbo: list[Callable] = []
-        self.on_status: list[Callable] = []
         self._link: _Link | None = None
         self._proto: MarketDataProtocol | None = None
         self._closing = False
-        self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
@@ -90,9 +79,7 @@ class MarketDataClient:
                       on_candle: Callable | None = None, **options) -> MarketDataClient:
         warm_up()  # the kernel's first call compiles: do it before the stream, not in the middle of it
         client = cls(host, port, **options)
-        for cbs, cb in ((client.on_book, on_book), (client.on_trade, on_trade), (client.on_candle, on_candle)):
-            if cb is not None:
-                cbs.append(cb)
+        client._add_callbacks(on_book, on_trade, on_candle)
         await client._open()
         client._tasks.append(asyncio.get_running_loop().create_task(client._timer()))
         return client
@@ -132,13 +119,6 @@ class MarketDataClient:
 
     async def wait_synced(self, instrument: int, timeout: float | None = 10.0) -> OrderBookReplica:
         return await self.wait_until(lambda: self.synced(instrument), timeout) or self.replicas[instrument]
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = 10.0) -> None:
-        """Until predicate() holds, re-checked after every chunk received; TimeoutError otherwise."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
 
     def stats(self) -> dict[int, dict[str, int]]:
         proto = self._proto
@@ -222,31 +202,6 @@ class MarketDataClient:
     # -- bytes in ------------------------------------------------------------------------------
 
     def _on_data(self, link: _Link, data: bytes) -> None:
-        proto = link.proto
-        for ev in proto.feed(data):
-            kind = type(ev)
-            if kind is Trades:
-                self._call(self.on_trade, *((r,) for r in ev.records))
-            elif kind is BookChanged:
-                if proto.books[ev.instrument].live:
-                    self._call(self.on_book, (ev.instrument, ev.replica))
-            elif kind is Records:
-                cbs = {MdMsg.CANDLE: self.on_candle, MdMsg.TICKER: self.on_ticker, MdMsg.BBO: self.on_bbo}[ev.msg_type]
-                self._call(cbs, *((r,) for r in ev.records))
-            elif kind is Status:
-                self._call(self.on_status, (ev,))
-            elif kind is Error:
-                self.errors.append(ev)
-            elif kind is Violation and ev.closing:
-                self.last_error = ConnectionError(f"market data stream unusable (reason {ev.reason})")
-                link.transport.abort()
-        self._send(proto.take_output())
-        self._changed.set()
-
-    def _call(self, callbacks: list[Callable], *arg_tuples: tuple) -> None:
-        for cb in callbacks:
-            for args in arg_tuples:
-                try:
-                    cb(*args)
-                except Exception:
-                    log.exception("market data callback %r failed", cb)
+        if self._dispatch(link.proto, data) is not None:
+            link.transport.abort()
+        self._send(link.proto.take_output())

@@ -25,7 +25,6 @@ replica), on_trade(record), on_candle / on_ticker / on_bbo (record), on_status.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 
@@ -33,12 +32,12 @@ import grpc
 import numpy as np
 
 from microex.client.md_book import OrderBookReplica, warm_up
-from microex.client.md_protocol import BookChanged, Error, MarketDataProtocol, Records, Status, Trades, Violation
+from microex.client.md_events import FeedEvents
+from microex.client.md_protocol import MarketDataProtocol
 from microex.core.records import MD_UPDATE, MdMsg
 from microex.marketdata.raw import concat
 from microex.protocol.md_binary import SERVER_MESSAGES, DecodeError, MdDecoder, MdFrameEncoder, SubFlag
 
-log = logging.getLogger(__name__)
 
 SUBSCRIBE_METHOD = "/microex.MarketData/Subscribe"
 SNAPSHOT_METHOD = "/microex.MarketData/Snapshot"
@@ -62,27 +61,19 @@ class _Feed:
         self.final: grpc.aio.AioRpcError | None = None
 
 
-class GrpcMarketDataClient:
+class GrpcMarketDataClient(FeedEvents):
     def __init__(self, target: str, *, reconnect: bool = True, timeout: float = 5.0, timeout_s: float = 5.0,
                  reconnect_delay_s: float = 0.05, max_reconnect_delay_s: float = 2.0,
                  options: tuple = ()) -> None:
+        super().__init__()
         self.target, self.reconnect, self.timeout, self.timeout_s = target, reconnect, timeout, timeout_s
         self.reconnect_delay_s, self.max_reconnect_delay_s = reconnect_delay_s, max_reconnect_delay_s
         self.feeds: dict[int, _Feed] = {}
         self.reconnects = 0
-        self.errors: list[Error] = []
-        self.last_error: BaseException | None = None
-        self.on_book: list[Callable] = []
-        self.on_trade: list[Callable] = []
-        self.on_candle: list[Callable] = []
-        self.on_ticker: list[Callable] = []
-        self.on_bbo: list[Callable] = []
-        self.on_status: list[Callable] = []
         self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS + tuple(options))
         self._subscribe = self._channel.unary_stream(SUBSCRIBE_METHOD)
         self._snapshot = self._channel.unary_unary(SNAPSHOT_METHOD)
         self._closing = False
-        self._changed = asyncio.Event()
         self._timer: asyncio.Task | None = None
 
     @classmethod
@@ -92,9 +83,7 @@ class GrpcMarketDataClient:
         """target "host:port" (or host, port). Waits until the channel is up: ConnectionError otherwise."""
         warm_up()  # compile the replica kernel before the stream
         client = cls(target if port is None else f"{target}:{port}", **options)
-        for cbs, cb in ((client.on_book, on_book), (client.on_trade, on_trade), (client.on_candle, on_candle)):
-            if cb is not None:
-                cbs.append(cb)
+        client._add_callbacks(on_book, on_trade, on_candle)
         try:
             async with asyncio.timeout(client.timeout):
                 await client._channel.channel_ready()
@@ -142,13 +131,6 @@ class GrpcMarketDataClient:
     async def wait_synced(self, instrument: int, timeout: float | None = 10.0) -> OrderBookReplica:
         await self.wait_until(lambda: self.synced(instrument), timeout)
         return self.book(instrument)
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = 10.0) -> None:
-        """Until predicate() holds, re-checked after every message received; TimeoutError otherwise."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
 
     def stats(self) -> dict[int, dict[str, int]]:
         out = {}
@@ -241,35 +223,9 @@ class GrpcMarketDataClient:
 
     def _on_data(self, feed: _Feed, data: bytes) -> bool:
         """Feed one message; True: the protocol wants a snapshot (resubscribe)."""
-        proto = feed.proto
-        for ev in proto.feed(data):
-            kind = type(ev)
-            if kind is Trades:
-                self._call(self.on_trade, *((r,) for r in ev.records))
-            elif kind is BookChanged:
-                if proto.books[ev.instrument].live:
-                    self._call(self.on_book, (ev.instrument, ev.replica))
-            elif kind is Records:
-                cbs = {MdMsg.CANDLE: self.on_candle, MdMsg.TICKER: self.on_ticker, MdMsg.BBO: self.on_bbo}[ev.msg_type]
-                self._call(cbs, *((r,) for r in ev.records))
-            elif kind is Status:
-                self._call(self.on_status, (ev,))
-            elif kind is Error:
-                self.errors.append(ev)
-            elif kind is Violation and ev.closing:
-                self.last_error = ConnectionError(f"market data stream unusable (reason {ev.reason})")
-                self._changed.set()
-                return True
-        self._changed.set()
-        return bool(proto.take_output())
-
-    def _call(self, callbacks: list[Callable], *arg_tuples: tuple) -> None:
-        for cb in callbacks:
-            for args in arg_tuples:
-                try:
-                    cb(*args)
-                except Exception:
-                    log.exception("market data callback %r failed", cb)
+        if self._dispatch(feed.proto, data) is not None:
+            return True
+        return bool(feed.proto.take_output())
 
     async def close(self) -> None:
         self._closing = True
