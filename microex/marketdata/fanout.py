@@ -7,6 +7,15 @@ How it works
   sent. The stage hands every batch's records to `publish`; records are grouped by
   instrument once and each group is encoded once (`.tobytes()`: the records are
   the frames) and the same bytes go to every live subscriber of it.
+- The hot path is per group, not per subscriber: the live subscribers of an
+  instrument are grouped by what they take (book and trades, book, trades, BBO,
+  candles, ticker), each group cached until a subscription, conflation or transport
+  changes (`invalidate`). A group's sockets whose transport is a `DirectTransport`
+  with nothing queued are sent the bytes in one compiled call (socket_send.py);
+  a short send hands the rest to that transport, which queues it and leaves the
+  direct set until it drains. Other transports (gRPC, tests) are written one by one.
+  Each subscription's last sent md_seq lives in one array (a slot per Sub), set per
+  group with one numpy store.
 - Subscribing with BOOK sends STATUS(SUBSCRIBED) and a FULL snapshot from the
   `BookSource` at the current md_seq; increments after it follow, so the
   subscriber's replica is exact from then on.
@@ -40,6 +49,7 @@ import numpy as np
 from microex.core.records import MD_UPDATE, BookCause, BookFlag, MdKind, MdMsg, MdReason
 from microex.marketdata.level_log import LevelLog
 from microex.marketdata.raw import take
+from microex.marketdata.socket_send import send_each
 from microex.marketdata.state import book_frames
 from microex.protocol.md_binary import MdStatus, SubFlag, error, resync, status
 
@@ -53,6 +63,8 @@ MAX_SUBSCRIPTIONS = 256
 F_BOOK, F_TRADES, F_BBO, F_CANDLES, F_TICKER, F_PERIODIC_BOOK = (
     int(f) for f in (SubFlag.BOOK, SubFlag.TRADES, SubFlag.BBO, SubFlag.CANDLES, SubFlag.TICKER, SubFlag.PERIODIC_BOOK))
 K_LEVEL, K_TRADE = int(MdKind.LEVEL), int(MdKind.TRADE)
+_BOTH = F_BOOK | F_TRADES
+_UPDATE_KINDS = (_BOTH, F_BOOK, F_TRADES, 0)  # group keys of increments (0: neither, only last_seq moves)
 
 
 class Transport(Protocol):
@@ -63,6 +75,16 @@ class Transport(Protocol):
     def buffered(self) -> int: ...  # bytes written but not yet sent
 
     def abort(self) -> None: ...
+
+
+class DirectTransport(Transport, Protocol):
+    """A socket the Fanout may send to itself while `direct` (nothing queued, so order is kept)."""
+
+    fd: int
+    direct: bool
+    on_direct_change: Callable[[], None] | None  # set by the Fanout; called when `direct` flips
+
+    def sent_directly(self, data: bytes, n: int) -> None: ...  # a send took n bytes of data (-1: none)
 
 
 class BookSource(Protocol):
@@ -78,13 +100,38 @@ class BookSource(Protocol):
 
 
 class Sub:
-    """One subscription of one subscriber."""
+    """One subscription of one subscriber; its last sent md_seq is slot `slot` of the Fanout's array."""
 
-    __slots__ = ("owner", "instrument", "flags", "depth", "last_seq", "need_snapshot", "dropped")
+    __slots__ = ("owner", "instrument", "flags", "depth", "fan", "slot", "need_snapshot", "dropped")
 
-    def __init__(self, owner: Subscriber, instrument: int, flags: int, depth: int, last_seq: int) -> None:
+    def __init__(self, owner: Subscriber, instrument: int, flags: int, depth: int, fan: Fanout, slot: int) -> None:
         self.owner, self.instrument, self.flags, self.depth = owner, instrument, flags, depth
-        self.last_seq, self.need_snapshot, self.dropped = last_seq, False, 0
+        self.fan, self.slot, self.need_snapshot, self.dropped = fan, slot, False, 0
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.fan.last_seqs[self.slot])
+
+    @last_seq.setter
+    def last_seq(self, seq: int) -> None:
+        self.fan.last_seqs[self.slot] = seq
+
+
+class Group:
+    """The live subscriptions of one instrument that take one kind of bytes, ready for a send."""
+
+    __slots__ = ("fds", "direct", "sent", "slow", "slots")
+
+    def __init__(self, subs: list[Sub]) -> None:
+        direct = [s for s in subs if getattr(s.owner.transport, "direct", False)]
+        self.direct = [s.owner for s in direct]
+        self.fds = np.array([s.owner.transport.fd for s in direct], dtype=np.int32)
+        self.sent = np.zeros(len(direct), dtype=np.int64)
+        self.slow = [s.owner for s in subs if not getattr(s.owner.transport, "direct", False)]
+        self.slots = np.array([s.slot for s in subs], dtype=np.int64)
+
+    def __bool__(self) -> bool:
+        return bool(len(self.slots))
 
 
 class Subscriber:
@@ -117,11 +164,56 @@ class Fanout:
         self.last_ticker: dict[int, bytes] = {}
         self.closed_reasons: collections.deque = collections.deque(maxlen=1000)  # (sub_id, reason)
         self.stats = collections.Counter()
+        self.last_seqs = np.zeros(1024, dtype=np.int64)  # per Sub slot: the last md_seq sent to it
+        self.slot_owner = np.zeros(1024, dtype=np.int64)  # per Sub slot: its subscriber's id
+        self._seen_seqs = self.last_seqs.copy()
+        self._free_slots: list[int] = list(range(1023, -1, -1))
+        self._plans: dict[int, dict] = {}  # instrument -> group key -> Group, until invalidated
+
+    def invalidate(self) -> None:
+        """Who gets what changed (a subscription, a conflation, a transport's direct state)."""
+        self._plans.clear()
+
+    def _slot(self, sub_id: int) -> int:
+        if not self._free_slots:
+            n = len(self.last_seqs)
+            self.last_seqs = np.concatenate([self.last_seqs, np.zeros(n, dtype=np.int64)])
+            self.slot_owner = np.concatenate([self.slot_owner, np.zeros(n, dtype=np.int64)])
+            self._free_slots = list(range(2 * n - 1, n - 1, -1))
+        slot = self._free_slots.pop()
+        self.slot_owner[slot] = sub_id
+        return slot
+
+    def moved_subscribers(self) -> set[int]:
+        """Ids of the subscribers sent increments since the previous call (heartbeats skip them)."""
+        seen = self._seen_seqs
+        if len(seen) != len(self.last_seqs):
+            seen = np.concatenate([seen, np.zeros(len(self.last_seqs) - len(seen), dtype=np.int64)])
+        moved = np.flatnonzero(self.last_seqs != seen)
+        self._seen_seqs = self.last_seqs.copy()
+        return set(self.slot_owner[moved].tolist())
+
+    def _group(self, i: int, key: int) -> Group:
+        """Live subscriptions of i taking `key`: an update kind (BOTH, F_BOOK, F_TRADES, 0) or a record flag << 8."""
+        plan = self._plans.get(i)
+        if plan is None:
+            plan = self._plans[i] = {}
+        g = plan.get(key)
+        if g is None:
+            live = [s for s in self.subs_of.get(i, {}).values() if s.owner.conflated_since is None]
+            if key >= 256:
+                members = [s for s in live if s.flags & (key >> 8)]
+            else:
+                members = [s for s in live if s.flags & _BOTH == key]
+            g = plan[key] = Group(members)
+        return g
 
     # -- subscribers and requests ----------------------------------------------------------------
 
     def add(self, sub_id: int, transport: Transport) -> Subscriber:
         sub = self.subscribers[sub_id] = Subscriber(sub_id, transport)
+        if hasattr(transport, "on_direct_change"):
+            transport.on_direct_change = self.invalidate
         return sub
 
     def remove(self, sub_id: int) -> None:
@@ -133,7 +225,10 @@ class Fanout:
         self.conflated.pop(sub_id, None)
 
     def _drop_sub(self, sub: Subscriber, i: int) -> None:
-        sub.subs.pop(i, None)
+        s = sub.subs.pop(i, None)
+        if s is not None:
+            self._free_slots.append(s.slot)
+            self.invalidate()
         self.subs_of[i].pop(sub.sub_id, None)
         self._release_log(i)
 
@@ -151,9 +246,11 @@ class Fanout:
             return
         self._drop_sub(sub, instrument)  # a re-subscribe replaces the old one
         seq = self.source.md_seq(instrument)
-        s = Sub(sub, instrument, flags, depth, seq)
+        s = Sub(sub, instrument, flags, depth, self, self._slot(sub_id))
+        s.last_seq = seq
         sub.subs[instrument] = s
         self.subs_of[instrument][sub_id] = s
+        self.invalidate()
         out = [status(instrument, MdStatus.SUBSCRIBED, seq)]
         if flags & F_BOOK:
             seq, frames = self.source.snapshot(instrument, depth, BookCause.SUBSCRIBE)
@@ -212,58 +309,63 @@ class Fanout:
 
     def _publish_updates(self, i: int, seg: np.ndarray, subs: dict[int, Sub]) -> None:
         last = int(seg["md_seq"][-1])
-        all_bytes = levels_bytes = trades_bytes = None
         log = self.logs.get(i)
         if log is not None:
             log.add(take(seg, seg["kind"] == K_LEVEL))
-        slow = []
-        high = self.high_water
-        both = F_BOOK | F_TRADES
-        for s in subs.values():
-            sub = s.owner
-            if sub.conflated_since is not None:
-                if s.flags & F_TRADES:
+        if self.conflated:
+            for s in subs.values():
+                if s.owner.conflated_since is not None and s.flags & F_TRADES:
                     n = int(np.count_nonzero(seg["kind"] == K_TRADE))
                     s.dropped += n
-                    sub.dropped_trades += n
+                    s.owner.dropped_trades += n
+        for want in _UPDATE_KINDS:
+            g = self._group(i, want)
+            if not g:
                 continue
-            want = s.flags & both
-            if want == both:
-                if all_bytes is None:
-                    all_bytes = seg.tobytes()
-                data = all_bytes
+            self.last_seqs[g.slots] = last
+            if want == _BOTH:
+                data = seg.tobytes()
             elif want == F_BOOK:
-                if levels_bytes is None:
-                    levels_bytes = take(seg, seg["kind"] == K_LEVEL).tobytes()
-                data = levels_bytes
+                data = take(seg, seg["kind"] == K_LEVEL).tobytes()
             elif want == F_TRADES:
-                if trades_bytes is None:
-                    trades_bytes = take(seg, seg["kind"] == K_TRADE).tobytes()
-                data = trades_bytes
+                data = take(seg, seg["kind"] == K_TRADE).tobytes()
             else:
-                data = b""
-            s.last_seq = last
+                continue
             if data:
-                sub.write(data)
-                if sub.buffered() > high:
-                    slow.append(sub)
-        for sub in slow:
-            self._conflate(sub)
+                self._send(g, data)
         if log is not None and len(log) > self.max_conflated_levels:
             self._resync_log(i)
 
+    def _send(self, g: Group, data: bytes) -> None:
+        """data to every member of g: the direct sockets in one compiled call, the others one by one."""
+        slow = []
+        high = self.high_water
+        if len(g.fds):
+            n = len(data)
+            if send_each(g.fds, np.frombuffer(data, dtype=np.uint8), g.sent) < len(g.fds):
+                for k in np.flatnonzero(g.sent != n):
+                    sub = g.direct[k]
+                    sub.transport.sent_directly(data, int(g.sent[k]))
+                    if sub.buffered() > high:
+                        slow.append(sub)
+        for sub in g.slow:
+            sub.write(data)
+            if sub.buffered() > high:
+                slow.append(sub)
+        for sub in slow:
+            self._conflate(sub)
+
     def publish_records(self, recs: np.ndarray, flag: int) -> None:
         """MD_BBO / MD_CANDLE / MD_TICKER records to the live subscribers that asked for `flag`."""
+        flag = int(flag)
         for i, seg in _by_instrument(recs):
             data = None
             if flag == F_TICKER:
                 data = self.last_ticker[i] = seg[-1:].tobytes()  # a slice: raw bytes
-            flag = int(flag)
-            for s in self.subs_of.get(i, {}).values():
-                if s.flags & flag and s.owner.conflated_since is None:
-                    if data is None:
-                        data = seg.tobytes()
-                    self._write(s.owner, data)
+            if i in self.subs_of:
+                g = self._group(i, flag << 8)
+                if g:
+                    self._send(g, seg.tobytes() if data is None else data)
 
     def publish_books(self, cause: int = BookCause.SCHEDULE) -> None:
         """A FULL snapshot to every live subscription with PERIODIC_BOOK (one encoding per depth)."""
@@ -291,6 +393,7 @@ class Fanout:
             return
         sub.conflated_since = self.clock()
         self.conflated[sub.sub_id] = sub
+        self.invalidate()
         self.stats["conflations"] += 1
         for i, s in sub.subs.items():
             if _needs_log(s) and i not in self.logs:
@@ -331,6 +434,7 @@ class Fanout:
             out.append(status(i, MdStatus.LIVE, seq))
         sub.conflated_since = None
         del self.conflated[sub.sub_id]
+        self.invalidate()
         self.stats["flushes"] += 1
         for i in sub.subs:
             self._release_log(i)

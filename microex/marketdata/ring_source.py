@@ -2,7 +2,7 @@
 
 How it works: the stage is consumer `index` of the outbound EVENT ring. It attaches at
 construction, before the start-up rebuild (see rebuild.py: from then on the ring keeps
-every event for it). `start` schedules `pump` every `POLL_S` (1 ms) on the loop; `pump`
+every event for it). `start` schedules `pump` every `POLL_S` (1 ms, or at once if the last pump took longer) on the loop; `pump`
 hands everything published to `on_events` (one call per contiguous run, at most
 `max_batch` events) and commits. Polled, not woken: a consumer blocked on its FIFO
 makes the engine write to the FIFO after every batch and wake another process, which
@@ -40,8 +40,11 @@ class RingEventSource:
         self._poll()
 
     def _poll(self) -> None:
+        # a fixed cadence, not POLL_S after each pump: with many subscribers a pump's fan-out
+        # takes milliseconds, and the next events should not wait a whole POLL_S more
+        start = self._loop.time()
         self.pump()
-        self._timer = self._loop.call_later(POLL_S, self._poll)
+        self._timer = self._loop.call_at(start + POLL_S, self._poll)
 
     def pump(self) -> None:
         ev, on_events = self.events, self._on_events

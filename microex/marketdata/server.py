@@ -3,13 +3,20 @@
     engine --outbound ring (consumer k)--> RingEventSource --> MarketDataStage --> Fanout --> MdServer --> TCP
 
 How it works
-- `MdServer` only moves bytes: each TCP connection (an asyncio.Protocol, TCP_NODELAY)
-  is a subscriber whose transport the Fanout writes to and whose unsent bytes
-  (`get_write_buffer_size`) drive the slow-consumer policy; its reads go whole to
-  `FeedSessions.on_bytes`. A timer (every 100 ms) runs the stage's clock work and
-  sends HEARTBEAT to connections that got nothing for `heartbeat_s`. Another
-  transport (gRPC, WebSocket) attaches the same way: a Fanout subscriber with
-  write / buffered / abort.
+- `MdServer` only moves bytes. It accepts on its own non-blocking listening socket and
+  each connection (`_Conn`, TCP_NODELAY) is a Fanout subscriber whose transport it is
+  itself: a raw socket watched with the loop's add_reader, plus a queue of unsent
+  bytes. While nothing is queued the connection is `direct` and the Fanout sends to
+  its fd in one compiled call for the whole group (socket_send.py); a short send
+  queues the rest here, the loop's add_writer drains it, and the connection is
+  direct again once empty. Raw sockets rather than asyncio transports because the
+  Fanout writes to the fd itself: the fd must stay open exactly as long as the
+  Fanout knows the subscriber (closed only in `_Conn.close`, after the Fanout has
+  forgotten it), and uvloop closes its transports' fds on its own schedule.
+  Reads go whole to `FeedSessions.on_bytes`. A timer (every 100 ms) runs the stage's
+  clock work and sends HEARTBEAT to connections that were sent nothing for
+  `heartbeat_s`. Another transport (gRPC, WebSocket) attaches the same way: a Fanout
+  subscriber with write / buffered / abort.
 - `serve_md` (the process): attach to the ring first, rebuild the state from the data
   directory (rebuild.py says why no event is lost or doubled), open the port
   (SO_REUSEPORT, like the gateways), then start taking events; `ready` is set once it
@@ -35,39 +42,94 @@ log = logging.getLogger(__name__)
 TIMER_S = 0.1
 
 
-class _Conn(asyncio.Protocol):
-    """One subscriber's connection; also its Fanout transport (write / buffered / abort)."""
+class _Conn:
+    """One subscriber's connection; also its Fanout transport (a DirectTransport)."""
 
-    __slots__ = ("server", "sub_id", "transport", "wrote")
+    __slots__ = ("server", "sub_id", "sock", "fd", "queued", "direct", "on_direct_change", "wrote", "closed")
 
-    def __init__(self, server: MdServer, sub_id: int) -> None:
-        self.server, self.sub_id, self.transport, self.wrote = server, sub_id, None, True
+    def __init__(self, server: MdServer, sub_id: int, sock: socket.socket) -> None:
+        self.server, self.sub_id, self.sock, self.fd = server, sub_id, sock, sock.fileno()
+        self.queued: bytearray | None = None  # bytes the socket has not taken yet
+        self.direct, self.on_direct_change = True, None
+        self.wrote, self.closed = True, False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server._connected(self)
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data or not self.server.sessions.on_bytes(self.sub_id, data):
+            self.close()
 
-    def data_received(self, data: bytes) -> None:
-        if not self.server.sessions.on_bytes(self.sub_id, data):
-            self.transport.close()
-
-    def connection_lost(self, exc) -> None:
-        self.server._lost(self)
-
-    # the Fanout's Transport
+    # the Fanout's transport
     def write(self, data: bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(data)
-            self.wrote = True
+        if self.closed:
+            return
+        self.wrote = True
+        if self.queued is not None:
+            self.queued += data
+            return
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.abort()
+            return
+        if n < len(data):
+            self._queue(memoryview(data)[n:])
+
+    def sent_directly(self, data: bytes, n: int) -> None:
+        """The Fanout's send took n bytes of data (-1: none; the writer finds out why)."""
+        self._queue(memoryview(data)[max(n, 0):])
 
     def buffered(self) -> int:
-        return self.transport.get_write_buffer_size()
+        return 0 if self.queued is None else len(self.queued)
 
     def abort(self) -> None:
-        self.transport.abort()
+        self.close(flush=False)
+
+    def _queue(self, rest) -> None:
+        self.queued = bytearray(rest)
+        self.direct = False
+        self.server.loop.add_writer(self.fd, self._on_writable)
+        if self.on_direct_change is not None:
+            self.on_direct_change()
+
+    def _on_writable(self) -> None:
+        try:
+            n = self.sock.send(self.queued)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.abort()
+            return
+        del self.queued[:n]
+        if not self.queued:
+            self.queued = None
+            self.direct = True
+            self.server.loop.remove_writer(self.fd)
+            if self.on_direct_change is not None:
+                self.on_direct_change()
+
+    def close(self, flush: bool = True) -> None:
+        """Forget the subscriber, then close the socket (in that order: the Fanout sends to the fd)."""
+        if self.closed:
+            return
+        self.closed, self.direct = True, False
+        self.server._lost(self)
+        loop = self.server.loop
+        loop.remove_reader(self.fd)
+        if self.queued is not None:
+            loop.remove_writer(self.fd)
+            if flush:
+                try:  # what fits now (an ERROR before a close): no waiting for a slow reader
+                    self.sock.send(self.queued)
+                except OSError:
+                    pass
+        self.sock.close()
 
 
 class MdServer:
@@ -75,22 +137,41 @@ class MdServer:
         self.sessions = sessions
         self.heartbeat_s = heartbeat_s
         self.connections: dict[int, _Conn] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
-        self._servers: list = []
+        self._listeners: list[socket.socket] = []
         self._timer: asyncio.Task | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> int:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Conn(self, next(self._ids)), host, port,
-                                          reuse_port=reuse_port or None, backlog=1024)
-        self._servers.append(server)
+        self.loop = asyncio.get_running_loop()
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        lsock.bind((host, port))
+        lsock.listen(1024)
+        lsock.setblocking(False)
+        self.loop.add_reader(lsock.fileno(), self._accept, lsock)
+        self._listeners.append(lsock)
         if self._timer is None:
-            self._timer = loop.create_task(self._tick())
-        return server.sockets[0].getsockname()[1]
+            self._timer = self.loop.create_task(self._tick())
+        return lsock.getsockname()[1]
 
-    def _connected(self, conn: _Conn) -> None:
-        self.connections[conn.sub_id] = conn
-        self.sessions.connect(conn.sub_id, conn)
+    def _accept(self, lsock: socket.socket) -> None:
+        for _ in range(64):  # a burst of connects: take some, let the loop breathe, take more
+            try:
+                sock, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of fds: the backlog keeps them until some close
+                log.warning("market-data accept failed: %s", e)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(self, next(self._ids), sock)
+            self.connections[conn.sub_id] = conn
+            self.sessions.connect(conn.sub_id, conn)
+            self.loop.add_reader(conn.fd, conn.on_readable)
 
     def _lost(self, conn: _Conn) -> None:
         if self.connections.pop(conn.sub_id, None) is not None:
@@ -106,24 +187,25 @@ class MdServer:
                 log.exception("market-data timer failed")
             if time.monotonic() >= beat:
                 beat = time.monotonic() + self.heartbeat_s
+                moved = self.sessions.fanout.moved_subscribers()  # sent increments, maybe never through write
                 for conn in list(self.connections.values()):
-                    if not conn.wrote:
+                    if not conn.wrote and conn.sub_id not in moved:
                         conn.write(HEARTBEAT_FRAME)
                     conn.wrote = False
 
     async def close(self) -> None:
-        for server in self._servers:
-            server.close()
+        for lsock in self._listeners:
+            self.loop.remove_reader(lsock.fileno())
+            lsock.close()
+        self._listeners.clear()
         if self._timer is not None:
             self._timer.cancel()
         close = getattr(self.sessions, "close", None)
         if close is not None:
             close()
         for conn in list(self.connections.values()):
-            conn.transport.close()
+            conn.close()
         await asyncio.sleep(0)
-        for server in self._servers:
-            await server.wait_closed()
 
 
 @dataclass

@@ -108,7 +108,7 @@ def test_client_reconnects_and_resyncs():
         await md.wait_synced(1)
         stage.on_events(eng.process(random_commands(7, 300)))
         for conn in list(server.connections.values()):
-            conn.transport.abort()  # the server drops every connection
+            conn.abort()  # the server drops every connection
         await _until(lambda: md.reconnects == 1)
         stage.on_events(eng.process(random_commands(8, 300, first_seq=301, first_id=301)))
         await _until(lambda: md.synced(1) and md.book(1).md_seq == state.md_seq(1))
