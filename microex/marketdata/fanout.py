@@ -1,21 +1,22 @@
 """Fanout: subscribers, what each one is sent, and the slow-consumer policy. Sans-I/O.
 
 How it works
-- A subscriber is a `Transport` (anything that takes bytes and reports how many it
-  still holds: an asyncio transport, a gRPC stream, a test double) plus its
-  subscriptions: instrument -> flags (SubFlag), depth, and the last md_seq it was
-  sent. The stage hands every batch's records to `publish`; records are grouped by
-  instrument once and each group is encoded once (`.tobytes()`: the records are
-  the frames) and the same bytes go to every live subscriber of it.
-- The hot path is per group, not per subscriber: the live subscribers of an
-  instrument are grouped by what they take (book and trades, book, trades, BBO,
-  candles, ticker), each group cached until a subscription, conflation or transport
-  changes (`invalidate`). A group's sockets whose transport is a `DirectTransport`
-  with nothing queued are sent the bytes in one compiled call (socket_send.py);
-  a short send hands the rest to that transport, which queues it and leaves the
-  direct set until it drains. Other transports (gRPC, tests) are written one by one.
-  Each subscription's last sent md_seq lives in one array (a slot per Sub), set per
-  group with one numpy store.
+- A subscriber is a `Transport` plus its subscriptions: instrument -> flags (SubFlag),
+  depth, and the last md_seq it was sent (subscription.py). The stage hands every
+  batch's records to `publish`, which groups them by instrument and queues them
+  (pending.py). A flush of instrument i sends its queue to each `Group` of i's live
+  subscriptions (those taking the same streams: one encoding per group, however many
+  batches were queued): the direct sockets of the group in one compiled call
+  (socket_send.py), a short send handing the rest to its transport (which queues it
+  and leaves the direct set until drained), other transports one by one. Groups are
+  cached until a subscription, conflation or transport changes (`invalidate`).
+- Without `defer`, publish flushes at once. With `defer` (the live stage), the stage
+  calls `flush_next` between ring polls: one instrument a step, the one queued
+  longest first, so at 1,000 subscribers an update waits for one round of the
+  instruments' sends rather than for a whole fan-out and then its turn in the next.
+  Whatever sets a subscription's position from the current state (subscribe, a
+  snapshot request, the end of a conflation) or sends a snapshot to all flushes the
+  instrument first, so nothing queued before a snapshot follows it.
 - Subscribing with BOOK sends STATUS(SUBSCRIBED) and a FULL snapshot from the
   `BookSource` at the current md_seq; increments after it follow, so the
   subscriber's replica is exact from then on.
@@ -23,7 +24,8 @@ How it works
   1. buffer above `high_water` bytes after a write: the subscriber is CONFLATED
      (STATUS CONFLATED per instrument). Nothing more is queued for it; the
      instrument's `LevelLog` keeps the latest state of every level changed since
-     (one log per instrument, shared by all its conflated subscribers).
+     (one log per instrument, shared by all its conflated subscribers; a new log
+     starts with the instrument's queued levels, which were never sent).
   2. buffer back below `low_water` (checked at each publish and timer): per
      instrument one PARTIAL bundle: SNAPSHOT_BEGIN(first_seq = last sent + 1,
      md_seq = now), the changed levels in their current state, SNAPSHOT_END; then
@@ -42,15 +44,23 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 
 from microex.core.records import MD_UPDATE, BookCause, BookFlag, MdKind, MdMsg, MdReason
 from microex.marketdata.level_log import LevelLog
+from microex.marketdata.pending import UPDATES, Pending, bytes_for
+from microex.marketdata.pending import last_seq as pending_last_seq
 from microex.marketdata.raw import take
 from microex.marketdata.socket_send import send_each
 from microex.marketdata.state import book_frames
+from microex.marketdata.subscription import (
+    BookSource,
+    Group,
+    Sub,
+    Subscriber,
+    Transport,
+)
 from microex.protocol.md_binary import MdStatus, SubFlag, error, resync, status
 
 HIGH_WATER = 256 << 10
@@ -63,93 +73,14 @@ MAX_SUBSCRIPTIONS = 256
 F_BOOK, F_TRADES, F_BBO, F_CANDLES, F_TICKER, F_PERIODIC_BOOK = (
     int(f) for f in (SubFlag.BOOK, SubFlag.TRADES, SubFlag.BBO, SubFlag.CANDLES, SubFlag.TICKER, SubFlag.PERIODIC_BOOK))
 K_LEVEL, K_TRADE = int(MdKind.LEVEL), int(MdKind.TRADE)
-_BOTH = F_BOOK | F_TRADES
-_UPDATE_KINDS = (_BOTH, F_BOOK, F_TRADES, 0)  # group keys of increments (0: neither, only last_seq moves)
-
-
-class Transport(Protocol):
-    """Where a subscriber's bytes go (another transport attaches by implementing this)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def buffered(self) -> int: ...  # bytes written but not yet sent
-
-    def abort(self) -> None: ...
-
-
-class DirectTransport(Transport, Protocol):
-    """A socket the Fanout may send to itself while `direct` (nothing queued, so order is kept)."""
-
-    fd: int
-    direct: bool
-    on_direct_change: Callable[[], None] | None  # set by the Fanout; called when `direct` flips
-
-    def sent_directly(self, data: bytes, n: int) -> None: ...  # a send took n bytes of data (-1: none)
-
-
-class BookSource(Protocol):
-    """The books the fanout serves snapshots from (MarketState, or a replay's books)."""
-
-    n_instruments: int
-
-    def md_seq(self, instrument: int) -> int: ...
-
-    def snapshot(self, instrument: int, depth: int = 0, cause: int = BookCause.REQUEST) -> tuple[int, bytes]: ...
-
-    def bbo_record(self, instrument: int) -> np.ndarray: ...
-
-
-class Sub:
-    """One subscription of one subscriber; its last sent md_seq is slot `slot` of the Fanout's array."""
-
-    __slots__ = ("owner", "instrument", "flags", "depth", "fan", "slot", "need_snapshot", "dropped")
-
-    def __init__(self, owner: Subscriber, instrument: int, flags: int, depth: int, fan: Fanout, slot: int) -> None:
-        self.owner, self.instrument, self.flags, self.depth = owner, instrument, flags, depth
-        self.fan, self.slot, self.need_snapshot, self.dropped = fan, slot, False, 0
-
-    @property
-    def last_seq(self) -> int:
-        return int(self.fan.last_seqs[self.slot])
-
-    @last_seq.setter
-    def last_seq(self, seq: int) -> None:
-        self.fan.last_seqs[self.slot] = seq
-
-
-class Group:
-    """The live subscriptions of one instrument that take one kind of bytes, ready for a send."""
-
-    __slots__ = ("fds", "direct", "sent", "slow", "slots")
-
-    def __init__(self, subs: list[Sub]) -> None:
-        direct = [s for s in subs if getattr(s.owner.transport, "direct", False)]
-        self.direct = [s.owner for s in direct]
-        self.fds = np.array([s.owner.transport.fd for s in direct], dtype=np.int32)
-        self.sent = np.zeros(len(direct), dtype=np.int64)
-        self.slow = [s.owner for s in subs if not getattr(s.owner.transport, "direct", False)]
-        self.slots = np.array([s.slot for s in subs], dtype=np.int64)
-
-    def __bool__(self) -> bool:
-        return bool(len(self.slots))
-
-
-class Subscriber:
-    __slots__ = ("sub_id", "transport", "write", "buffered", "subs", "conflated_since", "dropped_trades")
-
-    def __init__(self, sub_id: int, transport: Transport) -> None:
-        self.sub_id, self.transport = sub_id, transport
-        self.write, self.buffered = transport.write, transport.buffered  # bound once: called per batch
-        self.subs: dict[int, Sub] = {}
-        self.conflated_since: float | None = None
-        self.dropped_trades = 0
+_STREAMS = F_BOOK | F_TRADES | F_BBO | F_CANDLES | F_TICKER  # what decides the bytes a subscription is sent
 
 
 class Fanout:
     def __init__(self, source: BookSource, *, high_water: int = HIGH_WATER, low_water: int = LOW_WATER,
                  drop_bytes: int = DROP_BYTES, max_conflated_levels: int = MAX_CONFLATED_LEVELS,
                  max_conflated_s: float = MAX_CONFLATED_S, max_subscriptions: int = MAX_SUBSCRIPTIONS,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, defer: bool = False) -> None:
         import time
 
         self.source = source
@@ -168,7 +99,9 @@ class Fanout:
         self.slot_owner = np.zeros(1024, dtype=np.int64)  # per Sub slot: its subscriber's id
         self._seen_seqs = self.last_seqs.copy()
         self._free_slots: list[int] = list(range(1023, -1, -1))
-        self._plans: dict[int, dict] = {}  # instrument -> group key -> Group, until invalidated
+        self._plans: dict[int, dict[int, Group]] = {}  # instrument -> streams -> Group, until invalidated
+        self.defer = defer
+        self.pending = Pending()
 
     def invalidate(self) -> None:
         """Who gets what changed (a subscription, a conflation, a transport's direct state)."""
@@ -193,20 +126,16 @@ class Fanout:
         self._seen_seqs = self.last_seqs.copy()
         return set(self.slot_owner[moved].tolist())
 
-    def _group(self, i: int, key: int) -> Group:
-        """Live subscriptions of i taking `key`: an update kind (BOTH, F_BOOK, F_TRADES, 0) or a record flag << 8."""
+    def _groups(self, i: int) -> dict[int, Group]:
+        """The live subscriptions of i by the streams they take (cached until invalidated)."""
         plan = self._plans.get(i)
         if plan is None:
-            plan = self._plans[i] = {}
-        g = plan.get(key)
-        if g is None:
-            live = [s for s in self.subs_of.get(i, {}).values() if s.owner.conflated_since is None]
-            if key >= 256:
-                members = [s for s in live if s.flags & (key >> 8)]
-            else:
-                members = [s for s in live if s.flags & _BOTH == key]
-            g = plan[key] = Group(members)
-        return g
+            by: dict[int, list[Sub]] = {}
+            for s in self.subs_of.get(i, {}).values():
+                if s.owner.conflated_since is None:
+                    by.setdefault(s.flags & _STREAMS, []).append(s)
+            plan = self._plans[i] = {streams: Group(subs) for streams, subs in by.items()}
+        return plan
 
     # -- subscribers and requests ----------------------------------------------------------------
 
@@ -244,6 +173,7 @@ class Fanout:
         if instrument not in sub.subs and len(sub.subs) >= self.max_subscriptions:
             sub.transport.write(error(MdReason.TOO_MANY_SUBSCRIPTIONS, MdMsg.SUBSCRIBE, ref_seq))
             return
+        self._flush_instrument(instrument)  # what was published before the snapshot goes to the others first
         self._drop_sub(sub, instrument)  # a re-subscribe replaces the old one
         seq = self.source.md_seq(instrument)
         s = Sub(sub, instrument, flags, depth, self, self._slot(sub_id))
@@ -285,6 +215,7 @@ class Fanout:
         if sub.conflated_since is not None:
             s.need_snapshot = True  # sent when it drains; a bundle would be smaller but it asked
             return
+        self._flush_instrument(instrument)
         seq, frames = self.source.snapshot(instrument, depth, BookCause.REQUEST)
         if depth == 0:
             s.last_seq = max(s.last_seq, seq)
@@ -293,48 +224,65 @@ class Fanout:
     # -- publishing ----------------------------------------------------------------------------------
 
     def publish(self, updates: np.ndarray, bbo: np.ndarray | None = None, candles: np.ndarray | None = None) -> None:
-        """One batch of the stage's output: increments (MD_UPDATE), then BBO and candle records."""
+        """One batch of the stage's output: increments (MD_UPDATE), then BBO and candle records.
+
+        Sent at once, or with `defer` kept pending until flush_next / flush_all send it."""
         if len(updates):
             for i, seg in _by_instrument(updates):
+                log = self.logs.get(i)
+                if log is not None:
+                    log.add(take(seg, seg["kind"] == K_LEVEL))
                 subs = self.subs_of.get(i)
                 if subs:
-                    self._publish_updates(i, seg, subs)
-                elif i in self.logs:
-                    self.logs[i].add(take(seg, seg["kind"] == K_LEVEL))
+                    if self.conflated:
+                        _count_dropped_trades(seg, subs)
+                    self.pending.add(i, UPDATES, seg)
+                if log is not None and len(log) > self.max_conflated_levels:
+                    self._resync_log(i)
         if bbo is not None and len(bbo):
-            self.publish_records(bbo, F_BBO)
+            self._add_records(bbo, F_BBO)
         if candles is not None and len(candles):
-            self.publish_records(candles, F_CANDLES)
+            self._add_records(candles, F_CANDLES)
+        if not self.defer:
+            self.flush_all()
         self.check_conflated()
 
-    def _publish_updates(self, i: int, seg: np.ndarray, subs: dict[int, Sub]) -> None:
-        last = int(seg["md_seq"][-1])
-        log = self.logs.get(i)
-        if log is not None:
-            log.add(take(seg, seg["kind"] == K_LEVEL))
-        if self.conflated:
-            for s in subs.values():
-                if s.owner.conflated_since is not None and s.flags & F_TRADES:
-                    n = int(np.count_nonzero(seg["kind"] == K_TRADE))
-                    s.dropped += n
-                    s.owner.dropped_trades += n
-        for want in _UPDATE_KINDS:
-            g = self._group(i, want)
-            if not g:
-                continue
-            self.last_seqs[g.slots] = last
-            if want == _BOTH:
-                data = seg.tobytes()
-            elif want == F_BOOK:
-                data = take(seg, seg["kind"] == K_LEVEL).tobytes()
-            elif want == F_TRADES:
-                data = take(seg, seg["kind"] == K_TRADE).tobytes()
-            else:
-                continue
+    def publish_records(self, recs: np.ndarray, flag: int) -> None:
+        """MD_BBO / MD_CANDLE / MD_TICKER records to the live subscribers that asked for `flag`."""
+        self._add_records(recs, int(flag))
+        if not self.defer:
+            self.flush_all()
+
+    def _add_records(self, recs: np.ndarray, flag: int) -> None:
+        for i, seg in _by_instrument(recs):
+            if flag == F_TICKER:
+                seg = seg[-1:]
+                self.last_ticker[i] = seg.tobytes()  # a slice: raw bytes
+            if self.subs_of.get(i):
+                self.pending.add(i, flag, seg)
+
+    def flush_next(self) -> bool:
+        """Send what the instrument pending longest has; True while more is pending."""
+        i = self.pending.next()
+        if i:
+            self._flush_instrument(i)
+        return bool(self.pending)
+
+    def flush_all(self) -> None:
+        while self.pending:
+            self._flush_instrument(self.pending.next())
+
+    def _flush_instrument(self, i: int) -> None:
+        entries = self.pending.pop(i)
+        if not entries:
+            return
+        last = pending_last_seq(entries)
+        for streams, g in self._groups(i).items():
+            if last:
+                self.last_seqs[g.slots] = last
+            data = bytes_for(entries, streams)
             if data:
                 self._send(g, data)
-        if log is not None and len(log) > self.max_conflated_levels:
-            self._resync_log(i)
 
     def _send(self, g: Group, data: bytes) -> None:
         """data to every member of g: the direct sockets in one compiled call, the others one by one."""
@@ -355,20 +303,9 @@ class Fanout:
         for sub in slow:
             self._conflate(sub)
 
-    def publish_records(self, recs: np.ndarray, flag: int) -> None:
-        """MD_BBO / MD_CANDLE / MD_TICKER records to the live subscribers that asked for `flag`."""
-        flag = int(flag)
-        for i, seg in _by_instrument(recs):
-            data = None
-            if flag == F_TICKER:
-                data = self.last_ticker[i] = seg[-1:].tobytes()  # a slice: raw bytes
-            if i in self.subs_of:
-                g = self._group(i, flag << 8)
-                if g:
-                    self._send(g, seg.tobytes() if data is None else data)
-
     def publish_books(self, cause: int = BookCause.SCHEDULE) -> None:
         """A FULL snapshot to every live subscription with PERIODIC_BOOK (one encoding per depth)."""
+        self.flush_all()
         made: dict[tuple[int, int], bytes] = {}
         for i, subs in self.subs_of.items():
             for s in subs.values():
@@ -397,7 +334,9 @@ class Fanout:
         self.stats["conflations"] += 1
         for i, s in sub.subs.items():
             if _needs_log(s) and i not in self.logs:
-                self.logs[i] = LevelLog()
+                log = self.logs[i] = LevelLog()
+                for levels in self.pending.levels(i):  # published, not yet sent: the log starts there
+                    log.add(levels)
             sub.transport.write(status(i, MdStatus.CONFLATED, s.last_seq, MdReason.CONFLATED))
 
     def check_conflated(self) -> None:
@@ -413,6 +352,8 @@ class Fanout:
                 self._flush(sub)
 
     def _flush(self, sub: Subscriber) -> None:
+        for i in sub.subs:  # what is pending predates the bundle: it goes to the live ones first
+            self._flush_instrument(i)
         out = []
         for i, s in sub.subs.items():
             seq = self.source.md_seq(i)
@@ -462,9 +403,20 @@ class Fanout:
 
     def shutdown(self) -> None:
         """Tell every subscriber the feed is stopping."""
+        self.flush_all()
         frame = error(MdReason.SHUTDOWN)
         for sub in self.subscribers.values():
             sub.transport.write(frame)
+
+
+def _count_dropped_trades(seg: np.ndarray, subs: dict[int, Sub]) -> None:
+    n = -1
+    for s in subs.values():
+        if s.owner.conflated_since is not None and s.flags & F_TRADES:
+            if n < 0:
+                n = int(np.count_nonzero(seg["kind"] == K_TRADE))
+            s.dropped += n
+            s.owner.dropped_trades += n
 
 
 def _needs_log(s: Sub) -> bool:

@@ -27,3 +27,8 @@ def concat(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
         return np.zeros(0, dtype)
     v = _void(dtype)
     return np.concatenate([p.view(v) for p in parts]).view(dtype)
+
+
+def copy(recs: np.ndarray) -> np.ndarray:
+    """A byte-exact copy (recs may be a view of a buffer that is about to be reused)."""
+    return recs.view(_void(recs.dtype)).copy().view(recs.dtype)

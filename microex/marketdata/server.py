@@ -224,13 +224,14 @@ async def serve_md(s: MdSettings, ready=None) -> None:
     from microex.marketdata.rebuild import rebuild
     from microex.marketdata.recording import Recorder
     from microex.marketdata.ring_source import RingEventSource
+    from microex.marketdata.socket_send import warm_up
     from microex.marketdata.stage import MarketDataStage
 
     source = RingEventSource(s.outbound, s.consumer_index)  # first: the ring keeps events for us from now on
     state, last_seq, how = rebuild(s.data)
     log.info("market data rebuilt by %s up to command %d", how, last_seq)
     recorder = Recorder.in_directory(s.record, state, last_seq) if s.record else None
-    stage = MarketDataStage(state, min_seq=last_seq, recorder=recorder)
+    stage = MarketDataStage(state, min_seq=last_seq, recorder=recorder, defer=True)
     server = MdServer(stage)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -243,7 +244,8 @@ async def serve_md(s: MdSettings, ready=None) -> None:
 
         grpc_server = GrpcMdServer(stage)
         await grpc_server.start(s.host, s.grpc_port)
-    source.start(loop, stage.on_events)
+    warm_up()
+    source.start(loop, stage.on_events, stage.step)
     gc.collect()
     gc.freeze()
     if ready is not None:

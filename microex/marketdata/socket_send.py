@@ -38,3 +38,8 @@ def send_each(fds, data, sent) -> int:
         if r == n:
             whole += 1
     return whole
+
+
+def warm_up() -> None:
+    """Compile send_each now (it cannot be cached): the first fan-out must not stall for it."""
+    send_each(np.zeros(0, dtype=np.int32), np.frombuffer(b"\0", dtype=np.uint8), np.zeros(0, dtype=np.int64))

@@ -8,7 +8,11 @@ How it works
 - `MarketDataStage` adds the live part: `on_events(events)` (an outbound-ring batch,
   views) applies them to MarketState in one kernel call, skipping events of commands
   <= min_seq (already in the state rebuilt at start-up), and publishes the
-  increments, BBO changes and closed candles (and records them); `on_timer(now_ns)`
+  increments, BBO changes and closed candles (and records them). With
+  `defer=True` (the live process) publishing only queues them and `step()` sends
+  one instrument's worth: the ring source alternates polls and steps, so at 1,000
+  subscribers an update waits for one round of instrument sends, not for a whole
+  fan-out to end and then its place in the next; `on_timer(now_ns)`
   (every ~100 ms) closes the candles whose bucket ended `CANDLE_GRACE_NS` ago and,
   once a second, publishes the running candles that changed, every ticker and the
   periodic books, and flushes the recording.
@@ -25,7 +29,8 @@ import time
 import numpy as np
 
 from microex.core.records import MdMsg
-from microex.marketdata.fanout import Fanout, Transport
+from microex.marketdata.fanout import Fanout
+from microex.marketdata.subscription import Transport
 from microex.marketdata.recording import Recorder
 from microex.marketdata.state import MarketState
 from microex.protocol.md_binary import CLIENT_MESSAGES, DecodeError, MdDecoder, SubFlag, error
@@ -97,6 +102,10 @@ class MarketDataStage(FeedSessions):
             self.fanout.publish(out.updates, out.bbo, out.candles)
             if self.recorder is not None:
                 self.recorder.write(out.updates, out.bbo, out.candles)
+
+    def step(self) -> bool:
+        """With a deferring Fanout: send one instrument's pending updates; True while more are pending."""
+        return self.fanout.flush_next()
 
     def on_timer(self, now_ns: int | None = None) -> None:
         now = time.time_ns() if now_ns is None else now_ns

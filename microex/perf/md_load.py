@@ -34,7 +34,13 @@ import numpy as np
 from numba import njit
 
 from microex.core.records import MdMsg
-from microex.protocol.binary import CANCEL, NEW_ORDER, PROTOCOL_VERSION, FrameEncoder, MsgType
+from microex.protocol.binary import (
+    CANCEL,
+    NEW_ORDER,
+    PROTOCOL_VERSION,
+    FrameEncoder,
+    MsgType,
+)
 from microex.protocol.md_binary import MdFrameEncoder, MdStatus, SubFlag
 
 BUF = 1 << 22

@@ -40,7 +40,7 @@ class SubFlag(IntFlag):
     """SUBSCRIBE flags: what a subscription delivers (0 means DEFAULT)."""
 
     NONE = 0
-    BOOK = 1  # a full snapshot now, then every level change (INCREMENT kind LEVEL)
+    BOOK = 1  # a full snapshot now, then every INCREMENT (levels, and trades: md_seq counts both)
     TRADES = 2  # INCREMENT kind TRADE
     BBO = 4  # MD_BBO after each batch that changed L1
     CANDLES = 8  # MD_CANDLE: closed ones, and the running ones every second
