@@ -67,6 +67,7 @@ from enum import IntEnum
 import numpy as np
 
 from microex.core.records import COMMAND, EVENT, Action, EventKind, Reason
+from microex.gateway.order_frames import MIN_ORDER_FRAME, order_frames
 from microex.gateway.orders import OrderIdMap, ReportBuffers, lookup_orders, new_client_map, new_order_commands, route_reports
 from microex.pipeline.metrics import BUCKETS
 from microex.protocol.binary import (
@@ -262,6 +263,10 @@ class GatewaySessions:
             return out.joined_commands(), {}, []
         if data:
             sess.last_recv_ns = now
+            if sess.state is State.LOGGED_IN and not sess.decoder.buffered and not sess.decoder.closed:
+                done = self._order_frames(sess, data, out, now)
+                if done:
+                    data = data[done:]
         for item in sess.decoder.feed(data):
             if sess.state is State.CLOSED:
                 break
@@ -271,6 +276,30 @@ class GatewaySessions:
                 action = TRANSITIONS[(sess.state, item.msg_type)]
                 action(self, sess, item, out, now)
         return out.joined_commands(), out.joined_replies(), out.closed
+
+    def _order_frames(self, sess: Session, data: bytes, out: _Out, now: int) -> int:
+        """The fast path (order_frames.py) over the front of data; returns the bytes it consumed."""
+        buf = np.frombuffer(data, dtype=np.uint8)
+        bound = len(data) // MIN_ORDER_FRAME
+        ids = self.ids
+        ids.ensure(bound)
+        cmds = np.zeros(bound, dtype=COMMAND)
+        rej_cid = np.empty(bound, dtype=np.uint64)
+        rej_reason = np.empty(bound, dtype=np.uint16)
+        rej_inst = np.empty(bound, dtype=np.int32)
+        rej_side = np.empty(bound, dtype=np.uint8)
+        self._refill(sess, now)
+        dec = sess.decoder
+        pos, dec.expected_seq, m, r, used, ids.next_eid = order_frames(
+            buf, 0, dec.expected_seq, int(sess.tokens), sess.orders, sess.session_id, sess.index, sess.account, now,
+            ids.next_eid, ids.base, ids.owner_sidx, ids.owner_cid, ids.status, cmds, rej_cid, rej_reason, rej_inst,
+            rej_side, int(GatewayReason.RATE_LIMITED))
+        sess.tokens -= used
+        if m:
+            out.commands.append(cmds[:m])
+        if r:
+            self._reject(sess, out, now, rej_cid[:r], rej_reason[:r], rej_inst[:r], rej_side[:r])
+        return pos
 
     def _decode_error(self, sess: Session, err: DecodeError, out: _Out, now: int) -> None:
         if err.closing:
@@ -329,11 +358,14 @@ class GatewaySessions:
         if len(msgs.records) > 1:  # the rest of a run of LOGINs
             self._already_logged_in(sess, Messages(msgs.msg_type, msgs.records[1:]), out, now)
 
-    def _take_tokens(self, sess: Session, n: int, now: int) -> int:
-        """How many of n order messages the session's bucket lets through now."""
+    def _refill(self, sess: Session, now: int) -> None:
         elapsed = max(now - sess.tokens_ns, 0)
         sess.tokens = min(self.burst, sess.tokens + elapsed * 1e-9 * self.rate_per_s)
         sess.tokens_ns = now
+
+    def _take_tokens(self, sess: Session, n: int, now: int) -> int:
+        """How many of n order messages the session's bucket lets through now."""
+        self._refill(sess, now)
         k = min(n, int(sess.tokens))
         sess.tokens -= k
         return k
@@ -457,9 +489,12 @@ class GatewaySessions:
         enc = FrameEncoder()
         gw.on_bytes(0, enc.message(MsgType.LOGIN, api_key=key, flags=LoginFlag.CANCEL_ON_DISCONNECT,
                                    version=PROTOCOL_VERSION))
-        cmds, _, _ = gw.on_bytes(0, enc.message(MsgType.NEW_ORDER, client_order_id=1, price_ticks=1, qty_lots=1,
-                                                instrument=1, side=1, ord_type=1, tif=1)
-                                 + enc.message(MsgType.CANCEL, client_order_id=1))
+        frames = (enc.message(MsgType.NEW_ORDER, client_order_id=1, price_ticks=1, qty_lots=1, instrument=1, side=1,
+                              ord_type=1, tif=1) + enc.message(MsgType.CANCEL, client_order_id=1)
+                  + enc.message(MsgType.MODIFY, client_order_id=1, price_ticks=1, qty_lots=1))
+        cmds, _, _ = gw.on_bytes(0, frames)  # the fast path
+        gw.on_bytes(0, frames[:3])  # split frames: the decoder's runs and their kernels
+        gw.on_bytes(0, frames[3:].replace(b"\x01\x00\x00\x00\x00\x00\x00\x00", b"\x02" + b"\x00" * 7, 1))
         ev = np.zeros(1, dtype=EVENT)
         ev["kind"], ev["order_id"] = EventKind.ACCEPTED, cmds["order_id"][0]
         gw.on_events(ev)

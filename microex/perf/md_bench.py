@@ -11,6 +11,9 @@ Rows
                        subscribers' processes and of the venue's, and venue memory per subscriber
 - md.idle_connections  --idle connections subscribed and held (no updates): how many stayed,
                        and venue memory per connection
+- md.baseline.floor_subs_<N>  the same subscribers fed by md_floor.py: one process that makes the
+                       updates itself and sends them as the stage does, with no venue behind it:
+                       the floor of this fan-out design on this machine (like bench gateway's echo)
 Targets (issue #7): 1,000 subscribers over 10 instruments at 10k updates/s (1M delivered/s),
 p99 <= 5 ms; 10,000 idle subscribed connections. On a 2-core machine the subscribers' side,
 the driver and the venue share the cores: the rows say how much each used.
@@ -25,6 +28,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from microex.perf.md_floor import FloorServer
 from microex.perf.md_load import C_CONFLATED, C_INCREMENTS, C_RESYNC, driver_main, raise_fd_limit, subscribers_main
 from microex.perf.results import print_rows, write_results
 from microex.perf.serve_process import ServeProcess, free_port
@@ -40,6 +44,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--instruments", type=int, default=10)
     parser.add_argument("--procs", type=int, default=2, help="subscriber load processes")
     parser.add_argument("--idle", type=int, default=10_000, help="idle subscribed connections (0: skip)")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip the md.baseline.floor_subs_<N> rows (the fan-out with no venue)")
 
 
 def _config(instruments: int) -> str:
@@ -157,6 +163,35 @@ def _fanout_row(args, venue: MdVenue, n: int) -> dict:
     }
 
 
+def _floor_row(args, floor: FloorServer, n: int) -> dict:
+    subs = Subscribers(floor, n, args.instruments, args.procs)
+    try:
+        synced = subs.wait_synced(n)
+        subs.count()
+        done = floor.run(args.rate, args.seconds)
+        time.sleep(1.0)
+        reports = subs.report()
+    finally:
+        subs.stop()
+    wall = done["wall_s"]
+    delivered = sum(r["counters"][C_INCREMENTS] for r in reports)
+    expected = done["made"] * n / args.instruments
+    samples = np.concatenate([r["samples"] for r in reports]) if reports else np.zeros(0)
+    p50, p99 = (float(v) for v in np.percentile(samples, [50, 99])) if len(samples) else (0.0, 0.0)
+    sub_cpu = sum(r["cpu_s"] for r in reports) / (wall + 1.0)
+    return {
+        "name": f"md.baseline.floor_subs_{n}",
+        "workload": f"the floor: no venue, one process making {args.rate:,.0f} level updates/s itself and "
+                    f"sending them as the stage does (per instrument, one send_each per step) to {n} subscribers "
+                    f"({synced} synced) in {args.procs} processes; delivered {delivered:,} of {expected:,.0f} "
+                    f"expected ({delivered / expected:.1%}); {done['short']} short sends; latency = made -> "
+                    f"subscriber receive (sampled); subscribers' CPU {sub_cpu:.0%} of a core",
+        "ops_per_s": delivered / wall, "p50_ns": p50, "p99_ns": p99,
+        "mean_ns": float(samples.mean()) if len(samples) else 0.0, "delivered_fraction": delivered / expected,
+        "subscriber_cpu": sub_cpu, "short_sends": done["short"],
+    }
+
+
 def _idle_row(args, venue: MdVenue) -> dict:
     rss0 = venue.rss()
     subs = Subscribers(venue, args.idle, args.instruments, args.procs)
@@ -181,7 +216,7 @@ def main(args) -> int:
     counts = [int(x) for x in args.subs.split(",") if x]
     rows = []
     with Progress(console=console) as progress:
-        task = progress.add_task("md bench", total=len(counts) + (1 if args.idle else 0))
+        task = progress.add_task("md bench", total=len(counts) * (2 if args.floor else 1) + (1 if args.idle else 0))
         venue = MdVenue(args.instruments)
         try:
             for n in counts:
@@ -192,6 +227,14 @@ def main(args) -> int:
                 progress.advance(task)
         finally:
             venue.close()
+        if args.floor:
+            floor = FloorServer(args.instruments)
+            try:
+                for n in counts:
+                    rows.append(_floor_row(args, floor, n))
+                    progress.advance(task)
+            finally:
+                floor.close()
     print_rows(rows)
     for r in rows:
         console.print(f"{r['name']}: {r['workload']}")

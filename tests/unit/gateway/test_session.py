@@ -382,3 +382,63 @@ def test_fuzz_random_bytes_on_a_logged_in_session_never_raise(chunks, valid):
         venue.clock.now += 10 * MS
         venue.gw.on_timer()
     venue.run(venue.gw.on_disconnect(1))
+
+
+def _message_stream(draw_items) -> tuple[bytes, bytes]:
+    """A LOGIN, then client frames from (kind, a, b) items: orders on a few client ids, heartbeats, bad frames."""
+    c = Client(1)
+    login = c.login(b"alice-key")
+    out = []
+    for kind, a, b in draw_items:
+        if kind == 0:
+            out.append(c.new(a, 1 + b % 2, 90 + b % 20, 1 + b % 3, instrument=1 + b % 2))
+        elif kind == 1:
+            out.append(c.cancel(a))
+        elif kind == 2:
+            out.append(c.modify(a, 90 + b % 20, 1 + b % 4))
+        elif kind == 3:
+            out.append(c.enc.message(MsgType.HEARTBEAT))
+        elif kind == 4:
+            c.enc.next_seq += 1 + b % 3  # a seq gap: BAD_SEQUENCE, counting goes on from it
+            out.append(c.new(a, 1, 100, 1))
+        elif kind == 5:
+            out.append(c.enc.message(MsgType.LOGIN_ACK))  # a type the gateway does not take
+        elif kind == 6:
+            out.append(c.login(b"alice-key"))  # ALREADY_LOGGED_IN
+        else:
+            frame = bytearray(c.cancel(a))  # a known type with the wrong length
+            frame[0:2] = (24).to_bytes(2, "little")
+            out.append(bytes(frame) + bytes(8))
+    return login, b"".join(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.tuples(st.integers(0, 7), st.integers(1, 9), st.integers(0, 1000)), max_size=40),
+       cuts=st.lists(st.integers(0, 4000), max_size=6))
+def test_the_fast_path_equals_the_decoder_path(items, cuts):
+    """order_frames (whole reads of orders, heartbeats) against the decoder and transition table
+    (the same bytes one at a time, so the fast path never starts): the same commands, the same
+    replies, in the same order, with the rate limit binding part of the time."""
+    login, data = _message_stream(items)
+    results = []
+    fast = []
+    for reads in ([login, *_split(data, cuts)], [(login + data)[k:k + 1] for k in range(len(login + data))]):
+        venue = Venue(rate_per_s=1, burst=12)
+        venue.gw.on_connect(1)
+        real = venue.gw._order_frames
+        venue.gw._order_frames = lambda *a: fast.append(real(*a)) or fast[-1]
+        cmds, replies, closed = [], [], []
+        for chunk in reads:
+            c, r, cl = venue.gw.on_bytes(1, chunk)
+            cmds.append(c.tobytes())
+            replies.append(r.get(1, b""))
+            closed += cl
+        results.append((b"".join(cmds), b"".join(replies), closed))
+    assert results[0] == results[1]
+    if items and items[0][0] in (0, 1, 2, 3) and not cuts:
+        assert fast and fast[0] > 0  # the whole read after the login went through order_frames
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    at = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(at, at[1:])]
