@@ -45,7 +45,11 @@ is gateway/orders.py's OrderIdMap: three arrays indexed by `engine id -
 first_order_id` (17 bytes per order ever sent, never freed; a long-running
 gateway would recycle them per trading day). The per-order hot paths (new
 orders, report routing) are compiled kernels there; this module keeps the
-session logic.
+session logic. A logged-in session's read goes first through order_frames.py,
+one compiled pass that takes NEW_ORDER / CANCEL / MODIFY / HEARTBEAT frames
+as the transitions below would, up to the first frame that is anything else;
+the decoder and the transition table take the rest (a hypothesis test checks
+the two paths give the same commands and replies).
 
 Rate limit: a token bucket per session over NEW_ORDER, CANCEL and MODIFY alike
 (`rate_per_s` tokens per second, `burst` at most); a message without a token is

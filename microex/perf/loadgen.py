@@ -22,6 +22,12 @@ How it works
   process (a sleeping process pays a VM's wake-up on every ack).
 - Every order's actual send time is kept: the lateness of sends (actual minus
   scheduled) shows whether the generator kept its schedule.
+- A second latency per order, `socket_latency_ns`, ends at the kernel's receive
+  timestamp of the ack on our socket (SO_TIMESTAMPNS, read with recvmsg) instead of
+  the moment this process read it: what a capture on the wire would see, without
+  the load generator's own wake-up and scheduling (on loopback, the timestamp is
+  taken in the venue's send call). For a read of several acks it is the newest
+  packet's time, so it can only overstate the earlier ones.
 - The process measures its own CPU time, so the report shows whether the load
   generator, not the venue, was the bottleneck.
 """
@@ -32,6 +38,7 @@ import ctypes
 import os
 import select
 import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -53,7 +60,10 @@ PRICE_TICKS = 1000
 SPIN_BEFORE_S = 20e-6  # wake this long before an order is due, then spin: sends go out on time
 _PR_SET_TIMERSLACK = 29
 _RECV = 1 << 20
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
+_ANC = socket.CMSG_SPACE(16)  # one struct timespec
 _ACCEPTED, _REJECTED = int(MsgType.EXEC_ACCEPTED), int(MsgType.EXEC_REJECTED)
+_TIMESPEC = struct.Struct("qq")
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class _Conn:
         if not items or isinstance(items[0], DecodeError) or items[0].msg_type != MsgType.LOGIN_ACK:
             raise ConnectionError(f"login failed: {items}")
         self.sock.setblocking(False)
+        self.sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self.clock_offset = time.time_ns() - time.perf_counter_ns()  # kernel timestamps are CLOCK_REALTIME
         self.next_seq = enc.next_seq
         self.frames = b""
         self.arr = np.zeros(_RECV, dtype=np.uint8)
@@ -111,16 +123,22 @@ class _Conn:
             except BlockingIOError:
                 pass
 
-    def poll(self, now_ns: int, first_cid: int, sched: np.ndarray, lat: np.ndarray) -> tuple[int, int]:
-        """Read what arrived; record each ack's latency. Returns (acks, rejects)."""
+    def poll(self, now_ns: int, first_cid: int, sched: np.ndarray, lat: np.ndarray,
+             sock_lat: np.ndarray) -> tuple[int, int]:
+        """Read what arrived; record each ack's latencies (read time, socket time). Returns (acks, rejects)."""
         try:
-            n = self.sock.recv_into(self.view[self.carry:])
+            n, anc, _flags, _addr = self.sock.recvmsg_into([self.view[self.carry:]], _ANC)
         except BlockingIOError:
             return 0, 0
         if n == 0:
             raise ConnectionError("the venue closed the connection")
+        arrived = now_ns
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = _TIMESPEC.unpack_from(data)
+                arrived = sec * 1_000_000_000 + nsec - self.clock_offset
         end = self.carry + n
-        used, acks, rejects = _record_acks(self.arr, end, now_ns, first_cid, sched, lat)
+        used, acks, rejects = _record_acks(self.arr, end, now_ns, arrived, first_cid, sched, lat, sock_lat)
         if used < 0:
             raise RuntimeError("bad frame from the venue")
         self.carry = end - used
@@ -130,8 +148,9 @@ class _Conn:
 
 
 @njit(cache=True)
-def _record_acks(buf, end, now_ns, first_cid, sched, lat):
-    """Scan whole frames of buf[:end]; EXEC_ACCEPTED/REJECTED set lat[cid - first_cid] (once).
+def _record_acks(buf, end, now_ns, arrived_ns, first_cid, sched, lat, sock_lat):
+    """Scan whole frames of buf[:end]; EXEC_ACCEPTED/REJECTED set lat[cid - first_cid] (once),
+    and sock_lat from the socket's receive time.
 
     Returns (bytes consumed, acks, rejects); consumed is -1 on a frame that cannot be."""
     pos = 0
@@ -151,6 +170,7 @@ def _record_acks(buf, end, now_ns, first_cid, sched, lat):
             i = cid - first_cid
             if 0 <= i < lat.shape[0] and lat[i] < 0:
                 lat[i] = now_ns - sched[i]
+                sock_lat[i] = min(arrived_ns, now_ns) - sched[i]
                 acks += 1
                 if mtype == _REJECTED:
                     rejects += 1
@@ -185,6 +205,7 @@ def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np
     conns[0].prepare(cids[0::2], Side.BUY, order)
     conns[1].prepare(cids[1::2], Side.SELL, order)
     lat = np.full(count, -1, dtype=np.int64)
+    sock_lat = np.full(count, -1, dtype=np.int64)
     sent_at = np.zeros(count, dtype=np.int64)
     rejects = acked = sent = 0
     if on_start is not None:
@@ -210,7 +231,7 @@ def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np
         got = 0
         t = time.perf_counter_ns()
         for c in conns:
-            k, r = c.poll(t, first_cid, sched, lat)
+            k, r = c.poll(t, first_cid, sched, lat, sock_lat)
             got += k
             rejects += r
         acked += got
@@ -230,7 +251,7 @@ def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np
     wall = time.perf_counter() - t_wall0
     for c in conns:
         c.sock.close()
-    return {"latency_ns": lat, "send_late_ns": sent_at - sched, "sched_ns": sched - t0, "cpu_s": cpu,
+    return {"latency_ns": lat, "socket_latency_ns": sock_lat, "send_late_ns": sent_at - sched, "sched_ns": sched - t0, "cpu_s": cpu,
             "wall_s": wall, "rejects": rejects, "unacked": count - acked}
 
 
@@ -259,7 +280,7 @@ def run_max_rate(host: str, port: int, keys: tuple[bytes, bytes], count: int, fi
                 sent = due
         got = 0
         for c in conns:
-            k, r = c.poll(0, first_cid, sched, lat)
+            k, r = c.poll(0, first_cid, sched, lat, lat)  # latencies unused here
             got += k
             rejects += r
         acked += got
@@ -279,7 +300,7 @@ def loadgen_main(conn, host: str, port: int, keys: tuple[bytes, bytes], plan: li
     """Process entry point: run each step of `plan`, send each result back over `conn` (a Pipe end)."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    _record_acks(np.zeros(64, dtype=np.uint8), 0, 0, 1, np.zeros(1, dtype=np.int64),
+    _record_acks(np.zeros(64, dtype=np.uint8), 0, 0, 0, 1, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
                  np.zeros(1, dtype=np.int64))  # compile (or load) before any clock starts
     cid = 1
     try:
