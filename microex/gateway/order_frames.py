@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from microex.core.records import Action, Reason
-from microex.gateway.orders import PENDING
+from microex.gateway.orders import command_head, take_order_id
 from microex.protocol.binary import CANCEL, HEARTBEAT, MODIFY, NEW_ORDER, MsgType
 
 _NEW_T, _CANCEL_T, _MODIFY_T, _HB_T = (int(MsgType.NEW_ORDER), int(MsgType.CANCEL), int(MsgType.MODIFY),
@@ -79,17 +79,9 @@ def order_frames(buf, pos, expected, tokens, orders, session_id, sidx, account, 
                     rej_side[r] = side
                     r += 1
                 else:
-                    orders[cid] = eid
-                    slot = eid - base
-                    owner_sidx[slot] = sidx
-                    owner_cid[slot] = cid
-                    status[slot] = PENDING
+                    take_order_id(orders, cid, eid, base, sidx, owner_sidx, owner_cid, status)
                     c = cmds[m]
-                    c.ts_ns = now
-                    c.order_id = eid
-                    c.account = account
-                    c.session = session_id
-                    c.action = _A_NEW
+                    command_head(c, now, eid, account, session_id, _A_NEW)
                     c.price_ticks = _int(buf, pos + 16, 8)
                     c.qty_lots = _int(buf, pos + 24, 8)
                     c.instrument = inst
@@ -109,14 +101,8 @@ def order_frames(buf, pos, expected, tokens, orders, session_id, sidx, account, 
                     r += 1
                 else:
                     c = cmds[m]
-                    c.ts_ns = now
-                    c.order_id = known
-                    c.account = account
-                    c.session = session_id
-                    if mtype == _CANCEL_T:
-                        c.action = _A_CANCEL
-                    else:
-                        c.action = _A_MODIFY
+                    command_head(c, now, known, account, session_id, _A_CANCEL if mtype == _CANCEL_T else _A_MODIFY)
+                    if mtype == _MODIFY_T:
                         c.price_ticks = _int(buf, pos + 16, 8)
                         c.qty_lots = _int(buf, pos + 24, 8)
                     m += 1

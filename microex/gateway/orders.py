@@ -52,6 +52,25 @@ def new_client_map() -> Dict:
     return Dict.empty(key_type=types.uint64, value_type=types.int64)
 
 
+@njit(cache=True, inline="always")
+def take_order_id(orders, cid, eid, base, sidx, owner_sidx, owner_cid, status):
+    """Session sidx's client id cid becomes engine id eid: sent, not yet acknowledged."""
+    orders[cid] = eid
+    slot = eid - base
+    owner_sidx[slot] = sidx
+    owner_cid[slot] = cid
+    status[slot] = PENDING
+
+
+@njit(cache=True, inline="always")
+def command_head(c, now, order_id, account, session_id, action):
+    c.ts_ns = now
+    c.order_id = order_id
+    c.account = account
+    c.session = session_id
+    c.action = action
+
+
 @njit(cache=True)
 def new_order_commands(recs, allowed, orders, session_id, sidx, account, now, eid0, base, owner_sidx, owner_cid,
                        status, cmds, rej_idx, rej_reason, rate_reason):
@@ -71,17 +90,9 @@ def new_order_commands(recs, allowed, orders, session_id, sidx, account, now, ei
             rej_reason[r] = _DUPLICATE
             r += 1
             continue
-        orders[cid] = eid
-        slot = eid - base
-        owner_sidx[slot] = sidx
-        owner_cid[slot] = cid
-        status[slot] = PENDING
+        take_order_id(orders, cid, eid, base, sidx, owner_sidx, owner_cid, status)
         c = cmds[m]
-        c.ts_ns = now
-        c.order_id = eid
-        c.account = account
-        c.session = session_id
-        c.action = _NEW
+        command_head(c, now, eid, account, session_id, _NEW)
         c.price_ticks = recs[i].price_ticks
         c.qty_lots = recs[i].qty_lots
         c.instrument = recs[i].instrument

@@ -137,12 +137,8 @@ def _fanout_row(args, venue: MdVenue, n: int) -> dict:
     finally:
         subs.stop()
     wall = done["wall_s"]
-    delivered = sum(r["counters"][C_INCREMENTS] for r in reports)
-    expected = done["commands"] * n / args.instruments
-    samples = np.concatenate([r["samples"] for r in reports]) if reports else np.zeros(0)
+    delivered, expected, samples, p50, p99, sub_cpu = _delivery(reports, done["commands"] * n / args.instruments, wall)
     per_sub = np.concatenate([r["per_sub"] for r in reports]) / wall
-    p50, p99 = (float(v) for v in np.percentile(samples, [50, 99])) if len(samples) else (0.0, 0.0)
-    sub_cpu = sum(r["cpu_s"] for r in reports) / (wall + 1.0)
     conflated = sum(r["counters"][C_CONFLATED] for r in reports)
     resyncs = sum(r["counters"][C_RESYNC] for r in reports)
     dropped = sum(r["closed"] for r in reports)
@@ -163,6 +159,15 @@ def _fanout_row(args, venue: MdVenue, n: int) -> dict:
     }
 
 
+def _delivery(reports: list[dict], expected: float, wall: float):
+    """(delivered, expected, latency samples, p50, p99, subscribers' CPU share) of a window's reports."""
+    delivered = sum(r["counters"][C_INCREMENTS] for r in reports)
+    samples = np.concatenate([r["samples"] for r in reports]) if reports else np.zeros(0)
+    p50, p99 = (float(v) for v in np.percentile(samples, [50, 99])) if len(samples) else (0.0, 0.0)
+    sub_cpu = sum(r["cpu_s"] for r in reports) / (wall + 1.0)  # + the 1 s the last updates get to arrive
+    return delivered, expected, samples, p50, p99, sub_cpu
+
+
 def _floor_row(args, floor: FloorServer, n: int) -> dict:
     subs = Subscribers(floor, n, args.instruments, args.procs)
     try:
@@ -174,11 +179,7 @@ def _floor_row(args, floor: FloorServer, n: int) -> dict:
     finally:
         subs.stop()
     wall = done["wall_s"]
-    delivered = sum(r["counters"][C_INCREMENTS] for r in reports)
-    expected = done["made"] * n / args.instruments
-    samples = np.concatenate([r["samples"] for r in reports]) if reports else np.zeros(0)
-    p50, p99 = (float(v) for v in np.percentile(samples, [50, 99])) if len(samples) else (0.0, 0.0)
-    sub_cpu = sum(r["cpu_s"] for r in reports) / (wall + 1.0)
+    delivered, expected, samples, p50, p99, sub_cpu = _delivery(reports, done["made"] * n / args.instruments, wall)
     return {
         "name": f"md.baseline.floor_subs_{n}",
         "workload": f"the floor: no venue, one process making {args.rate:,.0f} level updates/s itself and "
