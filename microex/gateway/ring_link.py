@@ -73,12 +73,19 @@ class RingEngineLink:
         self.pump()
         self._safety = self._loop.call_later(SAFETY_POLL_S, self._safety_poll)
 
-    def pump(self) -> None:
+    def pump(self, arm: bool = True) -> None:
+        """Hand on everything published; then (arm) ask for a FIFO wake-up at the next publish.
+
+        A busy-polling gateway pumps with arm=False on every loop turn: it will look again
+        in a moment anyway, and an armed flag would make the engine write to our FIFO after
+        every batch (a syscall on the order path) and wake our loop for it."""
         ev, barrier, on_events = self.events, self.events.barrier, self._on_events
         barrier.disarm()
         while True:
             a, b = ev.poll(self.max_batch)
             if not len(a):
+                if not arm:
+                    return
                 barrier.arm()  # fenced: a publish after this point signals our FIFO
                 if ev.available() > 0:
                     barrier.disarm()

@@ -220,5 +220,5 @@ class GatewayServer:
         while True:
             await asyncio.sleep(0)  # one loop turn: ready sockets are read, epoll is not slept in
             if pump is not None:
-                pump()
+                pump(arm=False)  # no FIFO wake-ups asked: this loop looks again next turn
             yield_core()

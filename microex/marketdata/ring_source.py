@@ -65,11 +65,6 @@ class RingEventSource:
         self.events.commit()
         return len(a) + len(b)
 
-    def pump(self) -> None:
-        """Hand on everything published so far."""
-        while self.pump_once():
-            pass
-
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

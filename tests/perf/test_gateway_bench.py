@@ -17,5 +17,6 @@ def test_bench_gateway_writes_every_row(tmp_path):
         row = rows[name]
         assert 0 < row["p50_ns"] <= row["p99_ns"] <= row["p999_ns"], name
         assert row["rejects"] == 0 and 0 < row["loadgen_cpu"] and row["venue_cpu"] > 0
+        assert 0 < row["socket_p50_ns"] <= row["p50_ns"], name  # the ack is in the socket before it is read
     assert rows["gateway.max_rate"]["ops_per_s"] > 0
     assert rows["gateway.cold.idle_0us"]["p50_ns"] > 0
