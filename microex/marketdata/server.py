@@ -40,6 +40,7 @@ from microex.protocol.md_binary import HEARTBEAT_FRAME
 
 log = logging.getLogger(__name__)
 TIMER_S = 0.1
+ACCEPT_RETRY_S = 0.1  # after an accept failed (out of fds)
 
 
 class _Conn:
@@ -163,8 +164,11 @@ class MdServer:
                 sock, _addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # out of fds: the backlog keeps them until some close
-                log.warning("market-data accept failed: %s", e)
+            except OSError as e:  # out of fds: stop listening a moment (the backlog keeps the
+                log.warning("market-data accept failed: %s", e)  # connects), or the loop would spin on it
+                fd = lsock.fileno()
+                self.loop.remove_reader(fd)
+                self.loop.call_later(ACCEPT_RETRY_S, self._resume_accept, lsock)
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -172,6 +176,10 @@ class MdServer:
             self.connections[conn.sub_id] = conn
             self.sessions.connect(conn.sub_id, conn)
             self.loop.add_reader(conn.fd, conn.on_readable)
+
+    def _resume_accept(self, lsock: socket.socket) -> None:
+        if lsock in self._listeners:  # not closed meanwhile
+            self.loop.add_reader(lsock.fileno(), self._accept, lsock)
 
     def _lost(self, conn: _Conn) -> None:
         if self.connections.pop(conn.sub_id, None) is not None:

@@ -117,3 +117,45 @@ def test_client_reconnects_and_resyncs():
         await server.close()
 
     asyncio.run(main())
+
+
+def test_accept_out_of_fds_pauses_listening_then_resumes(monkeypatch):
+    """An accept that fails (EMFILE) must not leave a readable listening socket on the loop
+    (it would spin): the server stops watching it and looks again ACCEPT_RETRY_S later."""
+    import errno
+    import socket
+
+    from microex.marketdata import server as server_mod
+
+    monkeypatch.setattr(server_mod, "ACCEPT_RETRY_S", 0.5)  # wide enough to look in between
+
+    class ExhaustedOnce:
+        """The listening socket, whose first accept fails as when the process is out of fds."""
+
+        def __init__(self, real):
+            self.real, self.failed = real, False
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def accept(self):
+            if not self.failed:
+                self.failed = True
+                raise OSError(errno.EMFILE, "Too many open files")
+            return self.real.accept()
+
+    async def main():
+        server = MdServer(MarketDataStage(MarketState(1)))
+        port = await server.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        lsock = server._listeners[0] = ExhaustedOnce(server._listeners[0])
+        loop.add_reader(lsock.fileno(), server._accept, lsock)  # as start() does, with the wrapper
+        client = socket.create_connection(("127.0.0.1", port))
+        await _until(lambda: lsock.failed)
+        assert not loop.remove_reader(lsock.fileno())  # no longer watched: no spinning on it
+        assert not server.connections
+        await _until(lambda: len(server.connections) == 1)  # resumed: the waiting connect is taken
+        client.close()
+        await server.close()
+
+    asyncio.run(main())
