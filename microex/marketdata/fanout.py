@@ -305,13 +305,13 @@ class Fanout:
 
     def publish_books(self, cause: int = BookCause.SCHEDULE) -> None:
         """A FULL snapshot to every live subscription with PERIODIC_BOOK (one encoding per depth)."""
-        self.flush_all()
         made: dict[tuple[int, int], bytes] = {}
-        for i, subs in self.subs_of.items():
-            for s in subs.values():
+        for i, subs in list(self.subs_of.items()):  # a send may drop a subscriber (the policy)
+            for s in list(subs.values()):
                 if s.flags & F_PERIODIC_BOOK and s.owner.conflated_since is None:
                     key = (i, s.depth)
                     if key not in made:
+                        self._flush_instrument(i)  # what is queued predates the snapshot
                         made[key] = self.source.snapshot(i, s.depth, cause)[1]
                     self._write(s.owner, made[key])
 
