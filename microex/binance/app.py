@@ -204,10 +204,16 @@ async def _ws_api(st: State, request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+# aiohttp refuses a request line or header over 8190 bytes with a plain-text 400 before any
+# handler runs; a long query (many symbols, a fuzzer's) should get a Binance JSON error instead
+MAX_LINE = 64 << 10
+
+
 def build_app(st: State) -> web.Application:
     from microex.binance.openapi import spec
 
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
+    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20,
+                          handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_LINE})
     for method, path, fn, security in ROUTES:
         app.router.add_route(method, path, _route(st, fn, security))
     async def streams(request):

@@ -119,12 +119,16 @@ def spec() -> dict:
         if security in ("SIGNED", "KEY"):
             ps.append({"name": "X-MBX-APIKEY", "in": "header", "required": True, "schema": {"type": "string"}})
         error = {"description": "Binance error", "content": {"application/json": {"schema": schemas[-1]}}}
+        bad_request = {"description": "Binance error; or, for a request line or header over 64 KiB, the HTTP "
+                                      "layer's plain-text refusal (it never reaches the API)",
+                       "content": {"application/json": {"schema": schemas[-1]},
+                                   "text/plain": {"schema": {"type": "string"}}}}
         paths.setdefault(path, {})[method] = {
             "summary": summary,
             "operationId": f"{method}{path.replace('/api/v3/', '_').replace('/', '_')}",
             "parameters": ps,
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
-                          "4XX": error},
+                          "400": bad_request, "4XX": error},
         }
     return {"openapi": "3.0.3",
             "info": {"title": "microex Binance-Spot-compatible REST API", "version": "1.0.0",

@@ -63,3 +63,16 @@ def test_no_server_errors_and_answers_match_the_spec(case, base_url):
     # positive_data_acceptance is left out: a schema-valid request is not a valid one here (a signed
     # endpoint needs a real signature, a symbol must be listed): the edge answers those with 4XX codes
     case.call_and_validate(base_url=base_url, excluded_checks=[checks.positive_data_acceptance])
+
+
+def test_a_long_request_line_gets_a_binance_error(base_url):
+    """Past aiohttp's default 8 KiB line limit, below MAX_LINE: the API answers, in its JSON error shape."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"{base_url}/api/v3/aggTrades?symbol=NOPE&endTime={'9' * 20_000}"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url, timeout=10)
+    assert err.value.code == 400 and err.value.headers.get_content_type() == "application/json"
+    assert isinstance(json.loads(err.value.read())["code"], int)
