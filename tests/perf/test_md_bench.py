@@ -18,3 +18,6 @@ def test_bench_md_writes_every_row(tmp_path):
         assert 0 < row["p50_ns"] <= row["p99_ns"] and row["ops_per_s"] > 0 and row["subscriber_cpu"] > 0, name
     assert rows["md.fanout.subs_20"]["conflated"] == 0 and rows["md.baseline.floor_subs_20"]["short_sends"] == 0
     assert rows["md.idle_connections"]["connections"] == 60 and rows["md.idle_connections"]["synced"] == 60
+    q = rows["md.fanout.subs_20"]["latency_quantiles_ns"]
+    assert q == sorted(q) and q[4] == rows["md.fanout.subs_20"]["p50_ns"]
+    assert (tmp_path / "md.png").stat().st_size > 10_000  # the latency plot beside the JSON
