@@ -51,6 +51,7 @@ from microex.core.records import MD_UPDATE, BookCause, BookFlag, MdKind, MdMsg, 
 from microex.marketdata.level_log import LevelLog
 from microex.marketdata.pending import UPDATES, Pending, bytes_for
 from microex.marketdata.pending import last_seq as pending_last_seq
+from microex.marketdata import raw
 from microex.marketdata.raw import take
 from microex.marketdata.socket_send import send_each
 from microex.marketdata.state import book_frames
@@ -424,13 +425,14 @@ def _needs_log(s: Sub) -> bool:
 
 
 def _by_instrument(recs: np.ndarray):
-    """(instrument, records of it) groups, each in its original order."""
+    """(instrument, records of it) groups, each in its original order, each a copy of its own
+    (recs may be a view of the stage's output buffers, which the next batch overwrites)."""
     inst = recs["instrument"]
     if inst[0] == inst[-1] and (len(recs) < 3 or (inst == inst[0]).all()):
-        yield int(inst[0]), recs
+        yield int(inst[0]), raw.copy(recs)
         return
     srt = take(recs, np.argsort(inst, kind="stable"))
     keys = srt["instrument"]
-    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(srt)]))):
-        yield int(keys[a]), srt[a:b]
+    cuts = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()  # plain ints: this runs per ring batch
+    starts = [0, *cuts]
+    yield from zip(keys[starts].tolist(), (srt[a:b] for a, b in zip(starts, [*cuts, len(srt)])))

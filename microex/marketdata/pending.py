@@ -1,6 +1,6 @@
 """Pending: what the Fanout was given to publish but has not sent yet, per instrument, in order.
 
-How it works: `add(i, flag, recs)` keeps a byte-exact copy of records for instrument i
+How it works: `add(i, flag, recs)` keeps records for instrument i (the caller's own copy)
 (flag 0: MD_UPDATE increments; F_BBO, F_CANDLES, F_TICKER: those records). `pop(i)`
 hands back an instrument's entries and forgets them, `next()` the instrument that has
 waited longest. `bytes_for(entries, streams)` is what one subscription whose stream
@@ -37,11 +37,12 @@ class Pending:
         return bool(self._entries)
 
     def add(self, i: int, flag: int, recs: np.ndarray) -> None:
+        """Keep recs as they are: the caller hands over an array nobody writes again (a copy)."""
         entries = self._entries.get(i)
         if entries is None:
             entries = self._entries[i] = []
             self._order.append(i)
-        entries.append((flag, raw.copy(recs)))
+        entries.append((flag, recs))
 
     def pop(self, i: int) -> list[tuple[int, np.ndarray]]:
         """Instrument i's entries (empty if none); they are no longer pending."""
