@@ -56,7 +56,7 @@ fsync = "{fsync}"
 rate_per_s = 1e9
 snapshot_every = 0
 busy_poll = {busy_poll}
-metrics_port = 0
+metrics_port = {metrics_port}
 md_port = 0
 {pinning}
 
@@ -107,15 +107,25 @@ def _pinning(engine_cpu: int | None, gateway_cpu: int | None) -> str:
 
 
 class BenchVenue(ServeProcess):
-    """`microex serve` with the bench config, in a subprocess."""
+    """`microex serve` with the bench config, in a subprocess; its Prometheus metrics on a free port."""
 
     def __init__(self, fsync: str, port: int, busy_poll: bool, engine_cpu: int | None = None,
                  gateway_cpu: int | None = None) -> None:
         self.busy_poll = busy_poll
         self.port = port or free_port()
+        self.metrics_port = free_port()
         config = BENCH_CONFIG.format(fsync=fsync, k1=KEYS[0].decode(), k2=KEYS[1].decode(),
-                                     busy_poll=str(busy_poll).lower(), pinning=_pinning(engine_cpu, gateway_cpu))
-        super().__init__(config, [self.port], ["--bin-port", str(self.port), "--http-port", "0"], "mx-gwbench-")
+                                     busy_poll=str(busy_poll).lower(), pinning=_pinning(engine_cpu, gateway_cpu),
+                                     metrics_port=self.metrics_port)
+        super().__init__(config, [self.port, self.metrics_port], ["--bin-port", str(self.port), "--http-port", "0"],
+                         "mx-gwbench-")
+
+    def histograms(self) -> dict[str, dict[float, float]]:
+        """The venue's latency histograms now: name -> {upper bound in s: cumulative count}."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return parse_histograms(r.read().decode())
 
 
 class BaselineVenue:
@@ -141,6 +151,39 @@ class BaselineVenue:
             self.proc.kill()
 
 
+VENUE_HISTOGRAMS = {  # the venue's own metrics (pipeline/metrics.py): where the time goes inside it
+    "microex_gateway_order_to_ack_seconds": "venue_order_to_ack",
+    "microex_gateway_read_seconds": "gateway_read",
+    "microex_engine_batch_seconds": "engine_batch",
+    "microex_journal_append_seconds": "journal_append",
+}
+
+
+def parse_histograms(text: str) -> dict[str, dict[float, float]]:
+    """Prometheus text -> {histogram name: {le: cumulative count}}, summed over labels other than le."""
+    out: dict[str, dict[float, float]] = {}
+    for line in text.splitlines():
+        name, sep, rest = line.partition("_bucket{")
+        if not sep or name not in VENUE_HISTOGRAMS:
+            continue
+        labels, _, value = rest.rpartition("} ")
+        le = labels.split('le="')[1].split('"')[0]
+        bounds = out.setdefault(name, {})
+        key = float("inf") if le == "+Inf" else float(le)
+        bounds[key] = bounds.get(key, 0.0) + float(value)
+    return out
+
+
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound (ns) of the bucket holding quantile q of what was counted between two scrapes."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1] if delta else 0.0
+    for le, count in delta:
+        if total and count >= q * total:
+            return le * 1e9
+    return 0.0
+
+
 def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task, cpu: int | None) -> list[dict]:
     ctx = mp.get_context("spawn")
     here, there = ctx.Pipe()
@@ -156,15 +199,20 @@ def _run_plan(venue: BenchVenue, plan: list[dict], progress: Progress, task, cpu
             proc.join(5)
             raise RuntimeError(f"the load generator died (exit code {proc.exitcode})") from None
 
+    hists = getattr(venue, "histograms", None)
     results = []
     for _ in plan:
         res = recv()
         if res.get("starting"):  # the load generator's clock starts: so does the venue's CPU count
-            cpu0 = venue.cpu_s()
+            cpu0, h0 = venue.cpu_s(), hists() if hists else None
             res = recv()
         else:
-            cpu0 = venue.cpu_s()
+            cpu0, h0 = venue.cpu_s(), hists() if hists else None
         res["venue_cpu_s"] = venue.cpu_s() - cpu0
+        if h0 is not None:
+            h1 = hists()
+            res["venue_hist"] = {f"{short}_{tag}_le_ns": histogram_quantile(h0.get(name, {}), h1.get(name, {}), q)
+                                 for name, short in VENUE_HISTOGRAMS.items() for tag, q in (("p50", 0.5), ("p99", 0.99))}
         if "error" in res:
             proc.join(5)
             raise RuntimeError(f"load generator: {res['error']}")
@@ -233,6 +281,14 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, wh
     lat = lat[warm:]
     p50, p99, p999 = (float(v) for v in np.percentile(lat, [50, 99, 99.9]))
     s50, s99 = (float(v) for v in np.percentile(res["socket_latency_ns"][warm:], [50, 99]))
+    inside = res.get("venue_hist", {})
+    inside_text = ""
+    if inside:
+        inside_text = (f"; inside the venue (its metrics, power-of-two buckets: upper bounds) p50 order->ack <= "
+                       f"{inside['venue_order_to_ack_p50_le_ns'] / 1e3:.0f} µs, gateway read <= "
+                       f"{inside['gateway_read_p50_le_ns'] / 1e3:.0f} µs, engine batch <= "
+                       f"{inside['engine_batch_p50_le_ns'] / 1e3:.0f} µs of which journal append <= "
+                       f"{inside['journal_append_p50_le_ns'] / 1e3:.0f} µs")
     late50, late99 = (float(v) for v in np.percentile(res["send_late_ns"][warm:], [50, 99]))
     met = p50 <= TARGET_P50_NS and p99 <= TARGET_P99_NS
     return {
@@ -243,12 +299,12 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, wh
                     f"core, venue processes {res['venue_cpu_s'] / res['wall_s']:.0%}; sends late by "
                     f"{late50 / 1e3:.1f} µs p50, {late99 / 1e3:.1f} µs p99; to the ack's arrival in the "
                     f"client's socket (kernel timestamp, without the load generator's own wake-up): "
-                    f"p50 {s50 / 1e3:.1f} µs, p99 {s99 / 1e3:.1f} µs; target p50 <= 40 µs and "
+                    f"p50 {s50 / 1e3:.1f} µs, p99 {s99 / 1e3:.1f} µs{inside_text}; target p50 <= 40 µs and "
                     f"p99 <= 100 µs at 50k/s: {'met' if met else 'not met'} at this rate",
         "ops_per_s": float(rate), "mean_ns": float(lat.mean()), "p50_ns": p50, "p99_ns": p99, "p999_ns": p999,
         "loadgen_cpu": res["cpu_s"] / res["wall_s"], "venue_cpu": res["venue_cpu_s"] / res["wall_s"],
         "rejects": res["rejects"], "send_late_p50_ns": late50, "send_late_p99_ns": late99,
-        "socket_p50_ns": s50, "socket_p99_ns": s99,
+        "socket_p50_ns": s50, "socket_p99_ns": s99, **inside,
     }
 
 

@@ -18,5 +18,29 @@ def test_bench_gateway_writes_every_row(tmp_path):
         assert 0 < row["p50_ns"] <= row["p99_ns"] <= row["p999_ns"], name
         assert row["rejects"] == 0 and 0 < row["loadgen_cpu"] and row["venue_cpu"] > 0
         assert 0 < row["socket_p50_ns"] <= row["p50_ns"], name  # the ack is in the socket before it is read
+    inside = rows["gateway.order_to_ack.rate_2000"]  # the venue's own histograms, scraped around the run
+    assert 0 < inside["gateway_read_p50_le_ns"] <= inside["venue_order_to_ack_p50_le_ns"]
+    assert 0 < inside["journal_append_p50_le_ns"] <= inside["engine_batch_p50_le_ns"]
+    assert not [k for k in rows["gateway.baseline.echo.rate_2000"] if k.endswith("_le_ns")]  # no venue metrics there
     assert rows["gateway.max_rate"]["ops_per_s"] > 0
     assert rows["gateway.cold.idle_0us"]["p50_ns"] > 0
+
+
+def test_histogram_quantile_between_two_scrapes():
+    from microex.perf.gateway_bench import histogram_quantile, parse_histograms
+
+    def text(counts):
+        return "\n".join(
+            [f'microex_engine_batch_seconds_bucket{{le="{le}"}} {c}' for le, c in counts]
+            + [f'microex_gateway_read_seconds_bucket{{gateway="{g}",le="1e-05"}} 3.0' for g in (0, 1)]
+            + ["microex_engine_batch_seconds_count 9.0", "# HELP something else"])
+
+    before = parse_histograms(text([("1e-05", 5.0), ("2e-05", 5.0), ("+Inf", 5.0)]))
+    after = parse_histograms(text([("1e-05", 6.0), ("2e-05", 14.0), ("+Inf", 15.0)]))
+    assert after["microex_gateway_read_seconds"][1e-05] == 6.0  # summed over gateways
+    b, a = before["microex_engine_batch_seconds"], after["microex_engine_batch_seconds"]
+    # 10 new: 1 at <= 10 us, 8 more at <= 20 us, 1 above
+    assert histogram_quantile(b, a, 0.1) == 10_000
+    assert histogram_quantile(b, a, 0.5) == 20_000 and histogram_quantile(b, a, 0.9) == 20_000
+    assert histogram_quantile(b, a, 0.99) == float("inf")
+    assert histogram_quantile({}, {}, 0.5) == 0.0
