@@ -47,6 +47,7 @@ class RingEngineLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = self.events.barrier.wakeup_fd()
         self._safety: asyncio.TimerHandle | None = None
+        self.polled = False  # a busy-polling loop pumps us every turn (see pump)
 
     def start(self, loop: asyncio.AbstractEventLoop, on_events: Callable[[np.ndarray], None]) -> None:
         self._loop, self._on_events = loop, on_events
@@ -73,18 +74,18 @@ class RingEngineLink:
         self.pump()
         self._safety = self._loop.call_later(SAFETY_POLL_S, self._safety_poll)
 
-    def pump(self, arm: bool = True) -> None:
-        """Hand on everything published; then (arm) ask for a FIFO wake-up at the next publish.
+    def pump(self) -> None:
+        """Hand on everything published; then, unless `polled`, ask for a FIFO wake-up at the next publish.
 
-        A busy-polling gateway pumps with arm=False on every loop turn: it will look again
-        in a moment anyway, and an armed flag would make the engine write to our FIFO after
-        every batch (a syscall on the order path) and wake our loop for it."""
+        `polled` (set by a busy-polling gateway, which pumps on every loop turn): never arm. It
+        will look again in a moment anyway, and an armed flag would make the engine write to
+        our FIFO after every batch (a syscall on the order path) and wake our loop for it."""
         ev, barrier, on_events = self.events, self.events.barrier, self._on_events
         barrier.disarm()
         while True:
             a, b = ev.poll(self.max_batch)
             if not len(a):
-                if not arm:
+                if self.polled:
                     return
                 barrier.arm()  # fenced: a publish after this point signals our FIFO
                 if ev.available() > 0:

@@ -216,9 +216,11 @@ class GatewayServer:
 
     async def _spin(self) -> None:
         pump = getattr(self.link, "pump", None)
+        if hasattr(self.link, "polled"):
+            self.link.polled = True  # no FIFO wake-ups asked: this loop looks again next turn
         yield_core = os.sched_yield
         while True:
             await asyncio.sleep(0)  # one loop turn: ready sockets are read, epoll is not slept in
             if pump is not None:
-                pump(arm=False)  # no FIFO wake-ups asked: this loop looks again next turn
+                pump()
             yield_core()

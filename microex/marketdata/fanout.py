@@ -98,7 +98,8 @@ class Fanout:
         self.stats = collections.Counter()
         self.last_seqs = np.zeros(1024, dtype=np.int64)  # per Sub slot: the last md_seq sent to it
         self.slot_owner = np.zeros(1024, dtype=np.int64)  # per Sub slot: its subscriber's id
-        self._seen_seqs = self.last_seqs.copy()
+        self.sends = np.zeros(1024, dtype=np.int64)  # per Sub slot: flushes that sent it bytes (heartbeats)
+        self._seen_sends = self.sends.copy()
         self._free_slots: list[int] = list(range(1023, -1, -1))
         self._plans: dict[int, dict[int, Group]] = {}  # instrument -> streams -> Group, until invalidated
         self.defer = defer
@@ -113,18 +114,19 @@ class Fanout:
             n = len(self.last_seqs)
             self.last_seqs = np.concatenate([self.last_seqs, np.zeros(n, dtype=np.int64)])
             self.slot_owner = np.concatenate([self.slot_owner, np.zeros(n, dtype=np.int64)])
+            self.sends = np.concatenate([self.sends, np.zeros(n, dtype=np.int64)])
             self._free_slots = list(range(2 * n - 1, n - 1, -1))
         slot = self._free_slots.pop()
         self.slot_owner[slot] = sub_id
         return slot
 
     def moved_subscribers(self) -> set[int]:
-        """Ids of the subscribers sent increments since the previous call (heartbeats skip them)."""
-        seen = self._seen_seqs
-        if len(seen) != len(self.last_seqs):
-            seen = np.concatenate([seen, np.zeros(len(self.last_seqs) - len(seen), dtype=np.int64)])
-        moved = np.flatnonzero(self.last_seqs != seen)
-        self._seen_seqs = self.last_seqs.copy()
+        """Ids of the subscribers a flush sent bytes to since the previous call (heartbeats skip them)."""
+        seen = self._seen_sends
+        if len(seen) != len(self.sends):
+            seen = np.concatenate([seen, np.zeros(len(self.sends) - len(seen), dtype=np.int64)])
+        moved = np.flatnonzero(self.sends != seen)
+        self._seen_sends = self.sends.copy()
         return set(self.slot_owner[moved].tolist())
 
     def _groups(self, i: int) -> dict[int, Group]:
@@ -163,7 +165,9 @@ class Fanout:
         self._release_log(i)
 
     def subscribe(self, sub_id: int, instrument: int, depth: int = 0, flags: int = 0, ref_seq: int = 0) -> None:
-        sub = self.subscribers[sub_id]
+        sub = self.subscribers.get(sub_id)
+        if sub is None:  # dropped while its requests were being read
+            return
         flags = int(flags) or int(SubFlag.DEFAULT)
         if not 1 <= instrument <= self.source.n_instruments:
             sub.transport.write(error(MdReason.UNKNOWN_INSTRUMENT, MdMsg.SUBSCRIBE, ref_seq))
@@ -175,6 +179,8 @@ class Fanout:
             sub.transport.write(error(MdReason.TOO_MANY_SUBSCRIPTIONS, MdMsg.SUBSCRIBE, ref_seq))
             return
         self._flush_instrument(instrument)  # what was published before the snapshot goes to the others first
+        if sub_id not in self.subscribers:  # that flush dropped it (slow consumer): nothing to answer
+            return
         self._drop_sub(sub, instrument)  # a re-subscribe replaces the old one
         seq = self.source.md_seq(instrument)
         s = Sub(sub, instrument, flags, depth, self, self._slot(sub_id))
@@ -198,7 +204,9 @@ class Fanout:
         self._write(sub, b"".join(out))
 
     def unsubscribe(self, sub_id: int, instrument: int, ref_seq: int = 0) -> None:
-        sub = self.subscribers[sub_id]
+        sub = self.subscribers.get(sub_id)
+        if sub is None:
+            return
         if instrument not in sub.subs:
             sub.transport.write(error(MdReason.NOT_SUBSCRIBED, MdMsg.UNSUBSCRIBE, ref_seq))
             return
@@ -206,7 +214,9 @@ class Fanout:
         sub.transport.write(status(instrument, MdStatus.UNSUBSCRIBED, self.source.md_seq(instrument)))
 
     def snapshot_request(self, sub_id: int, instrument: int, depth: int = 0, ref_seq: int = 0) -> None:
-        sub = self.subscribers[sub_id]
+        sub = self.subscribers.get(sub_id)
+        if sub is None:
+            return
         s = sub.subs.get(instrument)
         if s is None:
             reason = (MdReason.UNKNOWN_INSTRUMENT if not 1 <= instrument <= self.source.n_instruments
@@ -217,6 +227,8 @@ class Fanout:
             s.need_snapshot = True  # sent when it drains; a bundle would be smaller but it asked
             return
         self._flush_instrument(instrument)
+        if sub_id not in self.subscribers:  # that flush dropped it
+            return
         seq, frames = self.source.snapshot(instrument, depth, BookCause.REQUEST)
         if depth == 0:
             s.last_seq = max(s.last_seq, seq)
@@ -283,6 +295,7 @@ class Fanout:
                 self.last_seqs[g.slots] = last
             data = bytes_for(entries, streams)
             if data:
+                self.sends[g.slots] += 1
                 self._send(g, data)
 
     def _send(self, g: Group, data: bytes) -> None:
@@ -317,6 +330,8 @@ class Fanout:
                     self._write(s.owner, made[key])
 
     def _write(self, sub: Subscriber, data: bytes) -> None:
+        if sub.sub_id not in self.subscribers:  # dropped meanwhile (a flush before this write)
+            return
         sub.write(data)
         if sub.conflated_since is None and sub.buffered() > self.high_water:
             self._conflate(sub)
@@ -324,7 +339,7 @@ class Fanout:
     # -- the slow-consumer policy ----------------------------------------------------------------
 
     def _conflate(self, sub: Subscriber) -> None:
-        if sub.conflated_since is not None:
+        if sub.conflated_since is not None or sub.sub_id not in self.subscribers:
             return
         if sub.transport.buffered() > self.drop_bytes:
             self._drop(sub)
@@ -338,6 +353,10 @@ class Fanout:
                 log = self.logs[i] = LevelLog()
                 for levels in self.pending.levels(i):  # published, not yet sent: the log starts there
                     log.add(levels)
+            if s.flags & F_TRADES:  # queued trades it will not be sent
+                n = self.pending.trades(i)
+                s.dropped += n
+                sub.dropped_trades += n
             sub.transport.write(status(i, MdStatus.CONFLATED, s.last_seq, MdReason.CONFLATED))
 
     def check_conflated(self) -> None:
@@ -384,7 +403,7 @@ class Fanout:
 
     def _resync_log(self, i: int) -> None:
         """The log of instrument i grew past its bound: its conflated subscribers resync instead."""
-        for s in self.subs_of.get(i, {}).values():
+        for s in list(self.subs_of.get(i, {}).values()):  # a write may drop one (the policy)
             if _needs_log(s):
                 s.need_snapshot = True
                 self.stats["resyncs"] += 1
@@ -406,7 +425,7 @@ class Fanout:
         """Tell every subscriber the feed is stopping."""
         self.flush_all()
         frame = error(MdReason.SHUTDOWN)
-        for sub in self.subscribers.values():
+        for sub in list(self.subscribers.values()):
             sub.transport.write(frame)
 
 

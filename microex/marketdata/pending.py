@@ -56,6 +56,10 @@ class Pending:
         """The instrument pending longest (0: none)."""
         return self._order[0] if self._order else 0
 
+    def trades(self, i: int) -> int:
+        """How many trade increments of instrument i are pending."""
+        return sum(int(np.count_nonzero(r["kind"] == K_TRADE)) for f, r in self._entries.get(i, ()) if f == UPDATES)
+
     def levels(self, i: int) -> list[np.ndarray]:
         """Instrument i's pending level increments (a new conflation log starts from them)."""
         return [raw.take(r, r["kind"] == K_LEVEL) for f, r in self._entries.get(i, ()) if f == UPDATES]

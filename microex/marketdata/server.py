@@ -26,6 +26,7 @@ How it works
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import itertools
 import logging
@@ -40,7 +41,8 @@ from microex.protocol.md_binary import HEARTBEAT_FRAME
 
 log = logging.getLogger(__name__)
 TIMER_S = 0.1
-ACCEPT_RETRY_S = 0.1  # after an accept failed (out of fds)
+ACCEPT_RETRY_S = 0.1  # after an accept failed for want of fds or memory
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class _Conn:
@@ -74,11 +76,8 @@ class _Conn:
             return
         try:
             n = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            self.abort()
-            return
+        except OSError:  # would block, or the peer is gone: queued, and the writer callback finds out
+            n = 0  # which (never a close from inside a write: the Fanout may be looping over subscribers)
         if n < len(data):
             self._queue(memoryview(data)[n:])
 
@@ -145,7 +144,8 @@ class MdServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> int:
         self.loop = asyncio.get_running_loop()
-        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        lsock = socket.socket(family, socket.SOCK_STREAM)
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -164,12 +164,13 @@ class MdServer:
                 sock, _addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # out of fds: stop listening a moment (the backlog keeps the
-                log.warning("market-data accept failed: %s", e)  # connects), or the loop would spin on it
-                fd = lsock.fileno()
-                self.loop.remove_reader(fd)
-                self.loop.call_later(ACCEPT_RETRY_S, self._resume_accept, lsock)
-                return
+            except OSError as e:
+                log.warning("market-data accept failed: %s", e)
+                if e.errno in _OUT_OF_RESOURCES:  # stop listening a moment (the backlog keeps the
+                    self.loop.remove_reader(lsock.fileno())  # connects), or the loop would spin on it
+                    self.loop.call_later(ACCEPT_RETRY_S, self._resume_accept, lsock)
+                    return
+                continue  # one connection failed (ECONNABORTED...): take the next
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(self, next(self._ids), sock)

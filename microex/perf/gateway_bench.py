@@ -174,13 +174,14 @@ def parse_histograms(text: str) -> dict[str, dict[float, float]]:
     return out
 
 
-def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """The upper bound (ns) of the bucket holding quantile q of what was counted between two scrapes."""
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound (ns) of the bucket holding quantile q of what was counted between two scrapes
+    (0.0: nothing counted; None: above the largest finite bucket)."""
     delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
     total = delta[-1][1] if delta else 0.0
     for le, count in delta:
         if total and count >= q * total:
-            return le * 1e9
+            return None if le == float("inf") else le * 1e9
     return 0.0
 
 
@@ -284,11 +285,14 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, wh
     inside = res.get("venue_hist", {})
     inside_text = ""
     if inside:
-        inside_text = (f"; inside the venue (its metrics, power-of-two buckets: upper bounds) p50 order->ack <= "
-                       f"{inside['venue_order_to_ack_p50_le_ns'] / 1e3:.0f} µs, gateway read <= "
-                       f"{inside['gateway_read_p50_le_ns'] / 1e3:.0f} µs, engine batch <= "
-                       f"{inside['engine_batch_p50_le_ns'] / 1e3:.0f} µs of which journal append <= "
-                       f"{inside['journal_append_p50_le_ns'] / 1e3:.0f} µs")
+        def le(key: str) -> str:
+            v = inside[key]
+            return "> 4 s" if v is None else f"<= {v / 1e3:.0f} µs"
+
+        inside_text = (f"; inside the venue (its metrics, power-of-two buckets: upper bounds) p50 order->ack "
+                       f"{le('venue_order_to_ack_p50_le_ns')}, gateway read {le('gateway_read_p50_le_ns')}, "
+                       f"engine batch {le('engine_batch_p50_le_ns')} of which journal append "
+                       f"{le('journal_append_p50_le_ns')}")
     late50, late99 = (float(v) for v in np.percentile(res["send_late_ns"][warm:], [50, 99]))
     met = p50 <= TARGET_P50_NS and p99 <= TARGET_P99_NS
     return {

@@ -89,7 +89,6 @@ class _Conn:
             raise ConnectionError(f"login failed: {items}")
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        self.clock_offset = time.time_ns() - time.perf_counter_ns()  # kernel timestamps are CLOCK_REALTIME
         self.next_seq = enc.next_seq
         self.frames = b""
         self.arr = np.zeros(_RECV, dtype=np.uint8)
@@ -136,7 +135,8 @@ class _Conn:
         for level, kind, data in anc:
             if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
                 sec, nsec = _TIMESPEC.unpack_from(data)
-                arrived = sec * 1_000_000_000 + nsec - self.clock_offset
+                offset = time.time_ns() - time.perf_counter_ns()  # kernel timestamps are CLOCK_REALTIME (may slew)
+                arrived = sec * 1_000_000_000 + nsec - offset
         end = self.carry + n
         used, acks, rejects = _record_acks(self.arr, end, now_ns, arrived, first_cid, sched, lat, sock_lat)
         if used < 0:

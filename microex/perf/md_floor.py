@@ -11,7 +11,9 @@ subscribers in one socket_send.send_each call. No gateway, engine, ring, state
 kernel, asyncio or Python per subscriber: the latency the same subscribers measure
 is make -> receive, what this design of fan-out costs on this machine with the
 subscribers' processes competing for its cores. A socket that cannot take a whole
-send is counted (`short`) and skipped: the floor never blocks and never queues.
+send is counted (`short`) and skipped: the floor never blocks and never queues, so a
+short send cuts that subscriber's stream mid-frame and a run with `short` > 0 is not
+a valid floor (the row says how many; the bench test requires none).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def _fifo_bytes(fd: int) -> int:
         return 0
 
 
-def test_pump_arms_the_wakeup_only_when_asked():
+def test_pump_arms_the_wakeup_only_when_not_polled():
     tag = uuid.uuid4().hex[:8]
     inbound = RingBuffer.create(f"mx-t-in-{tag}", COMMAND, 1 << 10)
     outbound = RingBuffer.create(f"mx-t-out-{tag}", EVENT, 1 << 10, max_consumers=1)
@@ -29,11 +29,13 @@ def test_pump_arms_the_wakeup_only_when_asked():
     try:
         ev = np.zeros(2, dtype=EVENT)
         ev["kind"], ev["order_id"] = EventKind.ACCEPTED, [7, 8]
-        link.pump(arm=False)  # a busy-polling gateway: empty ring, no wake-up asked
+        link.polled = True  # a busy-polling gateway: empty ring, no wake-up asked
+        link.pump()
         outbound.write(ev)
         assert _fifo_bytes(link._fd) == 0  # the publisher did not signal
-        link.pump(arm=False)
+        link.pump()
         assert [list(g) for g in got] == [[7, 8]]
+        link.polled = False
         link.pump()  # a sleeping gateway arms its flag: the next publish signals its FIFO
         outbound.write(ev)
         assert _fifo_bytes(link._fd) == 1

@@ -251,3 +251,30 @@ def test_deferred_publish_waits_for_its_step():
     for p, insts in ((a, [1]), (b, [2, 3])):
         for i in insts:
             v.assert_equal(p.replica(i), i)
+
+
+def test_a_subscriber_dropped_by_the_flush_before_its_request_stays_gone():
+    """subscribe and snapshot_request first send the instrument's queue; if that send drops the
+    subscriber (past drop_bytes), the request is not answered and nothing of it is left behind."""
+
+    class Closing(FakeTransport):
+        def write(self, data: bytes) -> None:
+            if not self.aborted:  # a closed connection takes nothing more
+                super().write(data)
+
+    v = Venue(seed=1)
+    fan = Fanout(v.state, high_water=2000, low_water=500, drop_bytes=4000, defer=True)
+    t = Closing()
+    fan.add(1, t)
+    fan.subscribe(1, 1, 0, SubFlag.BOOK)
+    t.read()
+    out = v.batch(400)
+    fan.publish(out.updates, out.bbo, out.candles)  # queued: more than drop_bytes for instrument 1
+    fan.subscribe(1, 1, 0, SubFlag.BOOK)  # a re-subscribe: its flush drops the subscriber
+    fan.snapshot_request(1, 1)
+    assert t.aborted and 1 not in fan.subscribers and not fan.subs_of[1]
+    for _ in range(3):
+        out = v.batch(50)
+        fan.publish(out.updates)
+        fan.flush_all()
+    assert fan.stats["dropped"] == 1 and list(fan.closed_reasons) == [(1, MdReason.SLOW_CONSUMER)]

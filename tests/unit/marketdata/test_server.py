@@ -159,3 +159,76 @@ def test_accept_out_of_fds_pauses_listening_then_resumes(monkeypatch):
         await server.close()
 
     asyncio.run(main())
+
+
+def test_heartbeats_reach_subscribers_whose_streams_stay_quiet():
+    """A TRADES-only subscription on an instrument whose levels change but never trades is sent
+    nothing by the flushes: it still gets a HEARTBEAT every heartbeat_s, like an idle connection.
+    A BOOK subscriber, sent increments all along, gets none."""
+    import socket
+
+    from microex.core.records import COMMAND, MdMsg
+    from microex.protocol.md_binary import SERVER_MESSAGES, MdDecoder, MdFrameEncoder
+
+    from tests.unit.marketdata._streams import T0
+
+    async def main():
+        eng = engine()
+        stage = MarketDataStage(MarketState(3), defer=True)
+        server = MdServer(stage, heartbeat_s=0.2)
+        port = await server.start("127.0.0.1", 0)
+        socks = {}
+        for name, flags in (("trades", SubFlag.TRADES), ("book", SubFlag.BOOK), ("idle", None)):
+            s = socks[name] = socket.create_connection(("127.0.0.1", port))
+            s.setblocking(False)
+            if flags is not None:
+                s.sendall(MdFrameEncoder().subscribe(1, flags=flags))
+        await _until(lambda: len(stage.fanout.subs_of.get(1, {})) == 2)
+        got = {name: bytearray() for name in socks}
+        for k in range(1, 31):  # 1.5 s of resting orders on both sides, never crossing: levels, no trades
+            c = np.zeros(1, dtype=COMMAND)
+            c["seq"], c["ts_ns"], c["action"], c["order_id"], c["account"] = k, T0 + k, 1, k, 1
+            c["instrument"], c["side"], c["ord_type"], c["tif"], c["qty_lots"] = 1, 1 + k % 2, 1, 1, 1
+            c["price_ticks"] = 110 if k % 2 else 90  # sells (side 2) above the buys
+            stage.on_events(eng.process(c))
+            while stage.step():
+                pass
+            await asyncio.sleep(0.05)
+            for name, s in socks.items():
+                try:
+                    got[name] += s.recv(65536)
+                except BlockingIOError:
+                    pass
+        await server.close()
+        for s in socks.values():
+            s.close()
+        return {name: [t for t, recs in MdDecoder(SERVER_MESSAGES).feed(bytes(b)) for _ in recs]  # one per frame
+                for name, b in got.items()}
+
+    frames = asyncio.run(main())
+    assert frames["trades"].count(MdMsg.HEARTBEAT) >= 4 and MdMsg.INCREMENT not in frames["trades"]
+    assert frames["idle"].count(MdMsg.HEARTBEAT) >= 4
+    assert MdMsg.HEARTBEAT not in frames["book"] and frames["book"].count(MdMsg.INCREMENT) >= 20
+
+
+def test_a_peer_gone_before_shutdown_does_not_break_the_close():
+    """A subscriber that reset its connection is found out by the writer callback, not inside the
+    Fanout's loops: server.close() tells the others and closes every connection."""
+    import socket
+    import struct
+
+    async def main():
+        stage = MarketDataStage(MarketState(3), defer=True)
+        server = MdServer(stage)
+        port = await server.start("127.0.0.1", 0)
+        gone, stays = socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port))
+        await _until(lambda: len(server.connections) == 2)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()  # RST, and no loop turn for the server to read it before closing
+        await server.close()
+        assert not server.connections
+        stays.settimeout(5)
+        assert stays.recv(4096)  # its ERROR SHUTDOWN
+        stays.close()
+
+    asyncio.run(main())
