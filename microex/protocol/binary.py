@@ -349,7 +349,12 @@ class BinaryDecoder:
 
 def encode_message(msg_type: MsgType, seq: int, **fields) -> bytes:
     """One frame of `msg_type` with its header and the given body fields (others zero)."""
-    rec = np.zeros(1, dtype=DTYPES[msg_type])
+    return encode_frame(DTYPES[msg_type], msg_type, seq, fields)
+
+
+def encode_frame(dtype: np.dtype, msg_type: int, seq: int, fields: dict) -> bytes:
+    """One frame of a message whose record is `dtype` (this protocol's or the market-data feed's)."""
+    rec = np.zeros(1, dtype=dtype)
     rec["length"] = rec.dtype.itemsize
     rec["msg_type"] = msg_type
     rec["seq"] = seq & _SEQ_MASK

@@ -27,12 +27,11 @@ from enum import IntEnum, IntFlag
 import numpy as np
 
 from microex.core.records import MD_BBO, MD_BOOK, MD_CANDLE, MD_TICKER, MD_UPDATE, MdMsg, MdReason
-from microex.protocol.binary import HEADER_SIZE, MAX_FRAME_SIZE, BinaryDecoder, DecodeError, Messages
+from microex.protocol.binary import HEADER_SIZE, MAX_FRAME_SIZE, BinaryDecoder, DecodeError, Messages, encode_frame
 
 __all__ = ["MdMsg", "MdReason", "SubFlag", "MdStatus", "DTYPES", "CLIENT_MESSAGES", "SERVER_MESSAGES", "Messages",
            "DecodeError", "MdDecoder", "encode", "MdFrameEncoder", "status", "error", "resync", "HEARTBEAT_FRAME"]
 
-_SEQ_MASK = 0xFFFFFFFF
 _HEADER = [("length", "<u2", 0), ("msg_type", "<u2", 2), ("seq", "<u4", 4)]
 
 
@@ -116,13 +115,7 @@ class MdDecoder(BinaryDecoder):
 
 def encode(msg_type: MdMsg, seq: int = 0, **fields) -> bytes:
     """One frame of `msg_type` with the given body fields (others zero)."""
-    rec = np.zeros(1, dtype=DTYPES[msg_type])
-    rec["length"] = rec.dtype.itemsize
-    rec["msg_type"] = msg_type
-    rec["seq"] = seq & _SEQ_MASK
-    for name, value in fields.items():
-        rec[name] = value
-    return rec.tobytes()
+    return encode_frame(DTYPES[msg_type], msg_type, seq, fields)
 
 
 class MdFrameEncoder:
