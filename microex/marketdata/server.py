@@ -48,12 +48,12 @@ _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class _Conn:
     """One subscriber's connection; also its Fanout transport (a DirectTransport)."""
 
-    __slots__ = ("server", "sub_id", "sock", "fd", "queued", "direct", "on_direct_change", "wrote", "closed")
+    __slots__ = ("server", "sub_id", "sock", "fd", "queued", "on_direct_change", "wrote", "closed")
 
     def __init__(self, server: MdServer, sub_id: int, sock: socket.socket) -> None:
         self.server, self.sub_id, self.sock, self.fd = server, sub_id, sock, sock.fileno()
         self.queued: bytearray | None = None  # bytes the socket has not taken yet
-        self.direct, self.on_direct_change = True, None
+        self.on_direct_change = None
         self.wrote, self.closed = True, False
 
     def on_readable(self) -> None:
@@ -81,6 +81,11 @@ class _Conn:
         if n < len(data):
             self._queue(memoryview(data)[n:])
 
+    @property
+    def direct(self) -> bool:
+        """Nothing queued and open: the Fanout may send to the fd itself without reordering bytes."""
+        return self.queued is None and not self.closed
+
     def sent_directly(self, data: bytes, n: int) -> None:
         """The Fanout's send took n bytes of data (-1: none; the writer finds out why)."""
         self._queue(memoryview(data)[max(n, 0):])
@@ -93,7 +98,6 @@ class _Conn:
 
     def _queue(self, rest) -> None:
         self.queued = bytearray(rest)
-        self.direct = False
         self.server.loop.add_writer(self.fd, self._on_writable)
         if self.on_direct_change is not None:
             self.on_direct_change()
@@ -109,7 +113,6 @@ class _Conn:
         del self.queued[:n]
         if not self.queued:
             self.queued = None
-            self.direct = True
             self.server.loop.remove_writer(self.fd)
             if self.on_direct_change is not None:
                 self.on_direct_change()
@@ -118,7 +121,7 @@ class _Conn:
         """Forget the subscriber, then close the socket (in that order: the Fanout sends to the fd)."""
         if self.closed:
             return
-        self.closed, self.direct = True, False
+        self.closed = True
         self.server._lost(self)
         loop = self.server.loop
         loop.remove_reader(self.fd)
