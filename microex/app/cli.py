@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--fsync", help="journal fsync policy: none, batch, interval:N (default batch)")
     sv.add_argument("--md-port", type=int, help="binary market-data feed port (default 9002, 0: none)")
     sv.add_argument("--md-record", help="record the market-data feed into files in this directory")
+    sv.add_argument("--md-multicast", metavar="GROUP:PORT",
+                    help="also publish the feed by UDP multicast, instrument i to GROUP+i (e.g. 239.77.0.0:9003)")
     sv.add_argument("--grpc-port", type=int, help="market-data feed over gRPC streaming (default 0: off)")
     sv.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9100, 0: off)")
 

@@ -113,7 +113,8 @@ class Venue:
         if cfg.md_port:  # the market-data stage: the outbound ring's last consumer
             ms = MdSettings(data=str(data.root), outbound=self.pipe.outbound.name, consumer_index=1 + cfg.gateways,
                             host=cfg.host, md_port=cfg.md_port, grpc_port=cfg.grpc_port,
-                            record=cfg.md_record or None)
+                            record=cfg.md_record or None, multicast=cfg.md_multicast,
+                            multicast_interface=cfg.md_multicast_interface, multicast_ttl=cfg.md_multicast_ttl)
             self.md = ctx.Process(target=run_child, args=(md_main, ms, md_ready), daemon=True, name="microex-md")
             self.md.start()
         http_ready = ReadyFlag(ctx)
@@ -261,6 +262,10 @@ class Venue:
             c.print(f"market data: binary feed on port {cfg.md_port}"
                     + (f", gRPC (microex.MarketData) on port {cfg.grpc_port}" if cfg.grpc_port else "")
                     + (f", recorded in {cfg.md_record}" if cfg.md_record else ""))
+            if cfg.md_multicast:
+                c.print(f"market data by UDP multicast: instrument i to group {cfg.md_multicast.rpartition(':')[0]}+i, "
+                        f"port {cfg.md_multicast.rpartition(':')[2]} (TTL {cfg.md_multicast_ttl}); recovery over "
+                        f"port {cfg.md_port}")
         if cfg.http_port:
             c.print(f"Binance-compatible API: http://{cfg.host}:{cfg.http_port}/api/v3, "
                     f"ws://{cfg.host}:{cfg.http_port}/ws, /stream, /ws-api/v3 (docs/binance-api.md)")
@@ -285,6 +290,7 @@ def main(args) -> int:
     cfg.override(data=args.data, host=args.host, bin_port=args.bin_port, http_port=args.http_port,
                  gateways=args.gateways, fsync=args.fsync, metrics_port=getattr(args, "metrics_port", None))
     cfg.override(md_port=getattr(args, "md_port", None), md_record=getattr(args, "md_record", None),
+                 md_multicast=getattr(args, "md_multicast", None),
                  grpc_port=getattr(args, "grpc_port", None))
     venue = Venue(cfg)
     try:

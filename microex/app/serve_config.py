@@ -20,9 +20,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from microex.core.venue import VenueConfig
+from microex.marketdata.multicast import parse_endpoint
 
 _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "heartbeat_ms", "rate_per_s", "burst",
                "snapshot_every", "md_port", "md_record", "grpc_port",
+               "md_multicast", "md_multicast_interface", "md_multicast_ttl",
                "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll",
                "metrics_port"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
@@ -49,6 +51,9 @@ class ServeConfig:
     bin_port: int = 9001
     md_port: int = 9002  # binary market-data feed (0: no market-data stage)
     md_record: str = ""  # directory for feed recordings ("": none)
+    md_multicast: str = ""  # "GROUP:PORT" (e.g. 239.77.0.0:9003): the feed by UDP multicast too ("": off)
+    md_multicast_interface: str = "127.0.0.1"  # where the datagrams go out
+    md_multicast_ttl: int = 0  # 0: this host only; 1: the local network
     grpc_port: int = 0  # the feed over gRPC streaming, in the market-data stage (0: off; needs md_port)
     metrics_port: int = 9100  # Prometheus /metrics (0: off)
     data: str = "microex-data"
@@ -132,6 +137,12 @@ class ServeConfig:
             raise ValueError("gateways must be 1..16")
         if self.grpc_port and not self.md_port:
             raise ValueError("grpc_port needs the market-data stage (md_port 0 turns it off)")
+        if self.md_multicast:
+            if not self.md_port:
+                raise ValueError("md_multicast needs the market-data stage (its port is the recovery line)")
+            parse_endpoint(self.md_multicast)  # raises ValueError with the reason
+            if not 0 <= self.md_multicast_ttl <= 255:
+                raise ValueError("md_multicast_ttl must be 0..255")
 
     def override(self, **flags) -> ServeConfig:
         names = {f.name for f in fields(self)}

@@ -49,6 +49,7 @@ import numpy as np
 
 from microex.core.records import MD_UPDATE, BookCause, BookFlag, MdKind, MdMsg, MdReason
 from microex.marketdata.level_log import LevelLog
+from microex.marketdata.multicast import MulticastFeed
 from microex.marketdata.pending import UPDATES, Pending, bytes_for
 from microex.marketdata.pending import last_seq as pending_last_seq
 from microex.marketdata import raw
@@ -81,7 +82,8 @@ class Fanout:
     def __init__(self, source: BookSource, *, high_water: int = HIGH_WATER, low_water: int = LOW_WATER,
                  drop_bytes: int = DROP_BYTES, max_conflated_levels: int = MAX_CONFLATED_LEVELS,
                  max_conflated_s: float = MAX_CONFLATED_S, max_subscriptions: int = MAX_SUBSCRIPTIONS,
-                 clock: Callable[[], float] | None = None, defer: bool = False) -> None:
+                 clock: Callable[[], float] | None = None, defer: bool = False,
+                 multicast: MulticastFeed | None = None) -> None:
         import time
 
         self.source = source
@@ -104,6 +106,7 @@ class Fanout:
         self._plans: dict[int, dict[int, Group]] = {}  # instrument -> streams -> Group, until invalidated
         self.defer = defer
         self.pending = Pending()
+        self.multicast = multicast
 
     def invalidate(self) -> None:
         """Who gets what changed (a subscription, a conflation, a transport's direct state)."""
@@ -135,7 +138,7 @@ class Fanout:
         if plan is None:
             by: dict[int, list[Sub]] = {}
             for s in self.subs_of.get(i, {}).values():
-                if s.owner.conflated_since is None:
+                if s.owner.conflated_since is None and s.flags & _STREAMS:  # RECOVERY alone: no stream
                     by.setdefault(s.flags & _STREAMS, []).append(s)
             plan = self._plans[i] = {streams: Group(subs) for streams, subs in by.items()}
         return plan
@@ -246,9 +249,9 @@ class Fanout:
                 if log is not None:
                     log.add(take(seg, seg["kind"] == K_LEVEL))
                 subs = self.subs_of.get(i)
-                if subs:
-                    if self.conflated:
-                        _count_dropped_trades(seg, subs)
+                if subs and self.conflated:
+                    _count_dropped_trades(seg, subs)
+                if subs or self.multicast:
                     self.pending.add(i, UPDATES, seg)
                 if log is not None and len(log) > self.max_conflated_levels:
                     self._resync_log(i)
@@ -271,7 +274,7 @@ class Fanout:
             if flag == F_TICKER:
                 seg = seg[-1:]
                 self.last_ticker[i] = seg.tobytes()  # a slice: raw bytes
-            if self.subs_of.get(i):
+            if self.subs_of.get(i) or self.multicast:
                 self.pending.add(i, flag, seg)
 
     def flush_next(self) -> bool:
@@ -289,6 +292,8 @@ class Fanout:
         entries = self.pending.pop(i)
         if not entries:
             return
+        if self.multicast is not None:  # first: one send reaches every receiver of the group
+            self.multicast.send(i, bytes_for(entries, _STREAMS))
         last = pending_last_seq(entries)
         for streams, g in self._groups(i).items():
             if last:

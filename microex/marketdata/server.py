@@ -230,6 +230,9 @@ class MdSettings:
     grpc_port: int = 0  # the feed over gRPC streaming (grpc_server.py; 0: off)
     record: str | None = None  # directory for recordings (None: no recording)
     cpu: int | None = None
+    multicast: str = ""  # "GROUP:PORT": also publish every instrument by UDP multicast (multicast.py)
+    multicast_interface: str = "127.0.0.1"
+    multicast_ttl: int = 0  # 0: this host only
 
 
 async def serve_md(s: MdSettings, ready=None) -> None:
@@ -243,7 +246,12 @@ async def serve_md(s: MdSettings, ready=None) -> None:
     state, last_seq, how = rebuild(s.data)
     log.info("market data rebuilt by %s up to command %d", how, last_seq)
     recorder = Recorder.in_directory(s.record, state, last_seq) if s.record else None
-    stage = MarketDataStage(state, min_seq=last_seq, recorder=recorder, defer=True)
+    multicast = None
+    if s.multicast:
+        from microex.marketdata.multicast import MulticastFeed, parse_endpoint
+
+        multicast = MulticastFeed(*parse_endpoint(s.multicast), interface=s.multicast_interface, ttl=s.multicast_ttl)
+    stage = MarketDataStage(state, min_seq=last_seq, recorder=recorder, defer=True, multicast=multicast)
     server = MdServer(stage)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

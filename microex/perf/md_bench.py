@@ -9,6 +9,9 @@ Rows
                        plus the share of the expected deliveries that arrived, what conflation
                        did (CONFLATED statuses, RESYNCs, connections dropped), the CPU of the
                        subscribers' processes and of the venue's, and venue memory per subscriber
+- md.fanout.subs_<N>.multicast  the same, each subscriber a UDP receiver of its instrument's
+                       multicast group (serve --md-multicast; marketdata/multicast.py): one
+                       datagram per instrument reaches all of its subscribers
 - md.idle_connections  --idle connections subscribed and held (no updates): how many stayed,
                        and venue memory per connection
 - md.baseline.floor_subs_<N>  the same subscribers fed by md_floor.py: one process that makes the
@@ -22,6 +25,7 @@ the driver and the venue share the cores: the rows say how much each used.
 from __future__ import annotations
 
 import multiprocessing as mp
+import socket
 import time
 
 import numpy as np
@@ -46,6 +50,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--idle", type=int, default=10_000, help="idle subscribed connections (0: skip)")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="skip the md.baseline.floor_subs_<N> rows (the fan-out with no venue)")
+    parser.add_argument("--no-multicast", dest="multicast", action="store_false",
+                        help="skip the md.fanout.subs_<N>.multicast rows")
+    parser.add_argument("--no-tcp", dest="tcp", action="store_false",
+                        help="skip the md.fanout.subs_<N> rows (subscribers over TCP)")
 
 
 def _config(instruments: int) -> str:
@@ -60,22 +68,27 @@ def _config(instruments: int) -> str:
 
 
 class MdVenue(ServeProcess):
-    def __init__(self, instruments: int) -> None:
+    def __init__(self, instruments: int, multicast: bool = True) -> None:
         self.bin_port, self.md_port = free_port(), free_port()
-        super().__init__(_config(instruments), [self.md_port, self.bin_port],
-                         ["--bin-port", str(self.bin_port), "--md-port", str(self.md_port)], "mx-mdbench-")
+        flags = ["--bin-port", str(self.bin_port), "--md-port", str(self.md_port)]
+        self.multicast = None
+        if multicast:  # a free UDP port: concurrent runs on one host do not hear each other
+            self.multicast = ("239.77.0.0", free_port(socket.SOCK_DGRAM))
+            flags += ["--md-multicast", f"{self.multicast[0]}:{self.multicast[1]}"]
+        super().__init__(_config(instruments), [self.md_port, self.bin_port], flags, "mx-mdbench-")
 
 
 class Subscribers:
     """--procs load processes holding `n` subscribers round-robin over the instruments."""
 
-    def __init__(self, venue: MdVenue, n: int, instruments: int, procs: int) -> None:
+    def __init__(self, venue: MdVenue, n: int, instruments: int, procs: int, multicast: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self.pipes, self.procs = [], []
         for p in range(procs):
             mine = [(j % instruments) + 1 for j in range(p, n, procs)]
             here, there = ctx.Pipe()
             proc = ctx.Process(target=subscribers_main, args=(there, "127.0.0.1", venue.md_port, mine),
+                               kwargs={"multicast": venue.multicast if multicast else None},
                                name=f"md-subscribers-{p}")
             proc.start()
             self.pipes.append(here)
@@ -114,9 +127,9 @@ class Subscribers:
                 proc.kill()
 
 
-def _fanout_row(args, venue: MdVenue, n: int) -> dict:
+def _fanout_row(args, venue: MdVenue, n: int, multicast: bool = False) -> dict:
     rss0 = venue.rss()
-    subs = Subscribers(venue, n, args.instruments, args.procs)
+    subs = Subscribers(venue, n, args.instruments, args.procs, multicast)
     try:
         synced = subs.wait_synced(n)
         rss1 = venue.rss()
@@ -142,9 +155,10 @@ def _fanout_row(args, venue: MdVenue, n: int) -> dict:
     conflated = sum(r["counters"][C_CONFLATED] for r in reports)
     resyncs = sum(r["counters"][C_RESYNC] for r in reports)
     dropped = sum(r["closed"] for r in reports)
+    how = "UDP multicast receivers" if multicast else "TCP subscribers"
     return {
-        "name": f"md.fanout.subs_{n}",
-        "workload": f"{n} subscribers ({synced} synced) in {args.procs} processes, each on one of {args.instruments} "
+        "name": f"md.fanout.subs_{n}" + (".multicast" if multicast else ""),
+        "workload": f"{n} {how} ({synced} synced) in {args.procs} processes, each on one of {args.instruments} "
                     f"instruments; {done['commands']:,} level updates published at {args.rate:,.0f}/s through order "
                     f"entry; delivered {delivered:,} of {expected:,.0f} expected ({delivered / expected:.1%}); "
                     f"conflation: {conflated} CONFLATED, {resyncs} RESYNC, {dropped} dropped; latency = order entry "
@@ -252,12 +266,14 @@ def main(args) -> int:
     counts = [int(x) for x in args.subs.split(",") if x]
     rows = []
     with Progress(console=console) as progress:
-        task = progress.add_task("md bench", total=len(counts) * (2 if args.floor else 1) + (1 if args.idle else 0))
-        venue = MdVenue(args.instruments)
+        kinds = [m for m, on in ((False, args.tcp), (True, args.multicast)) if on]
+        task = progress.add_task("md bench", total=len(counts) * (len(kinds) + args.floor) + (1 if args.idle else 0))
+        venue = MdVenue(args.instruments, args.multicast)
         try:
-            for n in counts:
-                rows.append(_fanout_row(args, venue, n))
-                progress.advance(task)
+            for multicast in kinds:
+                for n in counts:
+                    rows.append(_fanout_row(args, venue, n, multicast))
+                    progress.advance(task)
             if args.idle:
                 rows.append(_idle_row(args, venue))
                 progress.advance(task)

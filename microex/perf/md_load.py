@@ -161,14 +161,33 @@ def _connect_all(host: str, port: int, instruments: list[int]) -> list[socket.so
     return socks
 
 
-def subscribers_main(conn, host: str, port: int, instruments: list[int], sample_every: int = 97) -> None:
-    """Process entry point: one subscriber per entry of `instruments` (see the module docstring)."""
+def _join_all(group_base: str, port: int, instruments: list[int]) -> list[socket.socket]:
+    """One UDP socket per subscriber, joined to its instrument's group (what the SDK's receiver does)."""
+    from microex.marketdata.multicast import group_address
+
+    def join_group(group, port):  # TEMP until the SDK's lands
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((group, port))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+        s.setsockopt(socket.SOL_SOCKET, 33, 1 << 21)
+        s.setblocking(False)
+        return s
+
+    return [join_group(group_address(group_base, inst), port) for inst in instruments]
+
+
+def subscribers_main(conn, host: str, port: int, instruments: list[int], sample_every: int = 97,
+                     multicast: tuple[str, int] | None = None) -> None:
+    """Process entry point: one subscriber per entry of `instruments` (see the module docstring);
+    with `multicast` (group base, port) each is a UDP receiver of its instrument's group instead
+    (synced from the start: the bench counts increments, the SDK's tests cover recovery)."""
     raise_fd_limit()
     with select.epoll() as idle:  # compile before connecting, not while snapshots queue
         receive_ready(idle.fileno(), np.zeros(_MAX_EVENTS * _EVENT_SIZE, dtype=np.uint8), 0, np.zeros(1, np.int64),
                       np.zeros(8, np.uint8), np.zeros((1, _MAX_FRAME), np.uint8), np.zeros(1, np.int64),
                       np.zeros(2, np.int64), np.zeros(8, np.int64), np.zeros(1, np.int64), 1, np.zeros(1, np.int64))
-    socks = _connect_all(host, port, instruments)
+    socks = _join_all(*multicast, instruments) if multicast else _connect_all(host, port, instruments)
     ep = select.epoll()
     sub_of_fd = np.zeros(max(s.fileno() for s in socks) + 1, dtype=np.int64)
     for i, s in enumerate(socks):
@@ -197,7 +216,7 @@ def subscribers_main(conn, host: str, port: int, instruments: list[int], sample_
             elif cmd == "report":
                 conn.send({"counters": counters.tolist(), "per_sub": per_sub, "closed": closed,
                            "samples": samples[: counters[C_SAMPLES]].copy(), "cpu_s": time.process_time() - cpu0,
-                           "synced": int(counters[C_SNAPSHOTS])})
+                           "synced": len(socks) if multicast else int(counters[C_SNAPSHOTS])})
         closed += receive_ready(ep.fileno(), events, 5, sub_of_fd, buf, carry, carry_len, timespec, counters,
                                 samples, sample_every, per_sub)
     for s in socks:

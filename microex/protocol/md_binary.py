@@ -45,8 +45,9 @@ class SubFlag(IntFlag):
     CANDLES = 8  # MD_CANDLE: closed ones, and the running ones every second
     TICKER = 16  # MD_TICKER every second
     PERIODIC_BOOK = 32  # a FULL snapshot (top `depth` levels) every second
+    RECOVERY = 64  # no stream: snapshots on request only (a multicast receiver's recovery line)
     DEFAULT = BOOK | TRADES | BBO | CANDLES | TICKER
-    ALL = DEFAULT | PERIODIC_BOOK
+    ALL = DEFAULT | PERIODIC_BOOK | RECOVERY
 
 
 class MdStatus(IntEnum):
