@@ -54,6 +54,10 @@ def _doc(**serve):
     (lambda d: d["instrument"][0].update(ref_price=0), "positive integer"),
     (lambda d: d["instrument"][0].update(tick=0), "tick must be an integer"),
     (lambda d: d["serve"].update(gateways=17), "gateways must be 1..16"),
+    (lambda d: d["serve"].update(md_multicast="10.1.2.0:9003"), "not a multicast address"),
+    (lambda d: d["serve"].update(md_multicast="239.77.0.0"), "GROUP:PORT"),
+    (lambda d: d["serve"].update(md_multicast="239.77.0.0:9003", md_port=0), "md_multicast needs"),
+    (lambda d: d["serve"].update(md_multicast="239.77.0.0:9003", md_multicast_ttl=300), "0..255"),
 ])
 def test_config_errors_name_the_field(change, message):
     doc = _doc()
