@@ -19,6 +19,13 @@ on_trade(record) per trade (MD_UPDATE kind TRADE), on_candle / on_ticker / on_bb
   reconnects with exponential back-off and subscribes again; each book starts afresh
   from a new snapshot (`book(i)` is then a new replica; `synced(i)` is False until it
   has its snapshot).
+- Multicast (`multicast=(base, port)`): `subscribe(i)` joins group base + i on `port`
+  (client/md_multicast.py, on `multicast_interface`) and subscribes over TCP with
+  RECOVERY: the TCP connection then carries only heartbeats and the snapshots the
+  protocol asks for (the first one at once, then one per gap), while every stream of
+  the instrument (`flags` do not apply) arrives in datagrams, fed to
+  `MarketDataProtocol.feed_datagram`. unsubscribe and close() leave the groups; a
+  reconnect subscribes again over TCP and keeps the groups joined.
 """
 
 from __future__ import annotations
@@ -27,12 +34,17 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from typing import Self
 
 from microex.client.md_book import OrderBookReplica, warm_up
 from microex.client.md_events import FeedEvents
-from microex.client.md_protocol import (MarketDataProtocol)
+from microex.client.md_multicast import (
+    DatagramReceiver,
+    group_address,
+    multicast_socket,
+)
+from microex.client.md_protocol import MarketDataProtocol
 from microex.protocol.md_binary import SubFlag
-
 
 
 class _Link(asyncio.Protocol):
@@ -61,11 +73,14 @@ class _Link(asyncio.Protocol):
 class MarketDataClient(FeedEvents):
     def __init__(self, host: str, port: int, *, reconnect: bool = True, timeout: float = 5.0,
                  heartbeat_s: float = 1.0, timeout_s: float = 5.0, reconnect_delay_s: float = 0.05,
-                 max_reconnect_delay_s: float = 2.0) -> None:
+                 max_reconnect_delay_s: float = 2.0, multicast: tuple[str, int] | None = None,
+                 multicast_interface: str = "127.0.0.1") -> None:
         super().__init__()
         self.host, self.port, self.reconnect, self.timeout = host, port, reconnect, timeout
         self.heartbeat_s, self.timeout_s = heartbeat_s, timeout_s
         self.reconnect_delay_s, self.max_reconnect_delay_s = reconnect_delay_s, max_reconnect_delay_s
+        self.multicast, self.multicast_interface = multicast, multicast_interface
+        self.groups: dict[int, asyncio.DatagramTransport] = {}  # instrument -> its joined group's endpoint
         self.subscriptions: dict[int, int] = {}  # instrument -> flags, replayed on reconnect
         self.replicas: dict[int, OrderBookReplica] = {}
         self.reconnects = 0
@@ -84,7 +99,7 @@ class MarketDataClient(FeedEvents):
         client._tasks.append(asyncio.get_running_loop().create_task(client._timer()))
         return client
 
-    async def __aenter__(self) -> MarketDataClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -97,15 +112,20 @@ class MarketDataClient(FeedEvents):
     # -- subscriptions -----------------------------------------------------------------------
 
     async def subscribe(self, instrument: int, flags: int = SubFlag.DEFAULT) -> None:
-        """Subscribe (BOOK in flags: a replica is kept, see book())."""
+        """Subscribe (BOOK in flags: a replica is kept, see book(); multicast: always, flags unused)."""
+        if self.multicast is not None and instrument not in self.groups:
+            await self._join(instrument)  # before the snapshot request: no datagram after it is missed
         self.subscriptions[instrument] = int(flags) or int(SubFlag.DEFAULT)
         if self._link is not None:
-            self._send(self._proto.subscribe(instrument, self.subscriptions[instrument]))
+            self._send(self._subscribe_frames(self._proto, instrument))
             self._adopt(instrument)
 
     async def unsubscribe(self, instrument: int) -> None:
         self.subscriptions.pop(instrument, None)
         self.replicas.pop(instrument, None)
+        group = self.groups.pop(instrument, None)
+        if group is not None:
+            group.close()
         if self._link is not None:
             self._send(self._proto.unsubscribe(instrument))
 
@@ -138,9 +158,21 @@ class MarketDataClient(FeedEvents):
         except (OSError, TimeoutError) as e:
             raise ConnectionError(f"cannot connect to {self.host}:{self.port}: {e}") from e
         self._link, self._proto = link, proto
-        for i, flags in self.subscriptions.items():
-            self._send(proto.subscribe(i, flags))
+        for i in self.subscriptions:
+            self._send(self._subscribe_frames(proto, i))
             self._adopt(i)
+
+    def _subscribe_frames(self, proto: MarketDataProtocol, instrument: int) -> bytes:
+        if self.multicast is not None:
+            return proto.subscribe_multicast(instrument)
+        return proto.subscribe(instrument, self.subscriptions[instrument])
+
+    async def _join(self, instrument: int) -> None:
+        base, port = self.multicast
+        sock = multicast_socket(group_address(base, instrument), port, self.multicast_interface)
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: DatagramReceiver(self._on_datagram), sock=sock)
+        self.groups[instrument] = transport
 
     def _adopt(self, instrument: int) -> None:
         sync = self._proto.books.get(instrument)
@@ -190,6 +222,9 @@ class MarketDataClient(FeedEvents):
         self._closing = True
         for t in self._tasks:
             t.cancel()
+        for group in self.groups.values():
+            group.close()
+        self.groups.clear()
         link = self._link
         if link is not None:
             link.transport.close()
@@ -205,3 +240,10 @@ class MarketDataClient(FeedEvents):
         if self._dispatch(link.proto, data) is not None:
             link.transport.abort()
         self._send(link.proto.take_output())
+
+    def _on_datagram(self, data: bytes) -> None:
+        # between connections the old protocol takes them: its requests go nowhere, and the
+        # reconnect starts every book afresh anyway
+        proto = self._proto
+        self._dispatch(proto, data, proto.feed_datagram)
+        self._send(proto.take_output())

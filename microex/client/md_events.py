@@ -2,8 +2,9 @@
 
 `FeedEvents` holds the callback lists (`on_book`, `on_trade`, `on_candle`,
 `on_ticker`, `on_bbo`, `on_status`), the feed errors, and `wait_until`; `_dispatch`
-turns one protocol's events for one received chunk into callback calls. A callback
-that raises is logged and the others still run: one bad consumer never stops a feed.
+turns one protocol's events for one received chunk (or one multicast datagram) into
+callback calls. A callback that raises is logged and the others still run: one bad
+consumer never stops a feed.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from microex.client.md_protocol import (BookChanged, Error, MarketDataProtocol, Records, Status, Trades,
-                                        Violation)
+from microex.client.md_protocol import (
+    BookChanged,
+    Error,
+    MarketDataProtocol,
+    Records,
+    Status,
+    Trades,
+    Violation,
+)
 from microex.core.records import MdMsg
 
 log = logging.getLogger("microex.client.marketdata")
@@ -43,10 +51,11 @@ class FeedEvents:
                 self._changed.clear()
                 await self._changed.wait()
 
-    def _dispatch(self, proto: MarketDataProtocol, data: bytes) -> Violation | None:
-        """Feed `data` to `proto` and call the callbacks; returns the violation that makes the stream
+    def _dispatch(self, proto: MarketDataProtocol, data: bytes, feed: Callable | None = None) -> Violation | None:
+        """Feed `data` to `proto` (`feed`: which of its feeds, default proto.feed; proto.feed_datagram
+        for a multicast datagram) and call the callbacks; returns the violation that makes the stream
         unusable (the caller drops or restarts it), if any. Waiters are woken either way."""
-        for ev in proto.feed(data):
+        for ev in (feed or proto.feed)(data):
             kind = type(ev)
             if kind is Trades:
                 self._call(self.on_trade, *((r,) for r in ev.records))

@@ -11,6 +11,9 @@ keeps an OrderBookReplica:
   | LIVE    | applied                     | ignored       | -> SYNCING, ask, buffer | S > md_seq: replaces the book |
   | SYNCING | buffered                    | buffered      | buffered                | loaded, then the buffer > S   |
 
+  (A snapshot no newer than a SYNCING replica's md_seq is not loaded either: the replica
+  is exact up to its gap, and going back would apply buffered duplicates twice.)
+
 - SYNCING holds the increments (and conflated bundles) that arrive, sorted by seq;
   after every arrival it tries to heal from the replica's md_seq (a reordering heals
   without the snapshot) and after a snapshot it applies what is newer than it. What
@@ -23,6 +26,12 @@ keeps an OrderBookReplica:
   kind TRADE records, applied ones only: never a duplicate), Records for BBO,
   CANDLE and TICKER runs, Status, Error, Violation (bad frames; closing ones end the
   connection). feed never raises on content.
+- Multicast: `subscribe_multicast(i)` subscribes with RECOVERY (no stream over TCP)
+  and asks for a snapshot at once; `feed_datagram(data)` takes one UDP datagram (whole
+  frames of one instrument: increments, BBO, candles, tickers) into the same BookSync,
+  so loss, duplicates and reordering heal as above, snapshots coming over TCP (`feed`).
+  A datagram is decoded on its own: a cut frame at its end is dropped (`truncated`),
+  a framing error drops the rest of it, and neither touches the TCP decoder.
 Invariant: a LIVE replica equals the venue's book at its md_seq (the tests inject
 gaps, duplicates and reordering and compare with the venue's MarketState).
 """
@@ -36,9 +45,19 @@ import numpy as np
 from microex.client.md_book import OrderBookReplica
 from microex.core.records import MD_UPDATE, BookFlag, MdKind, MdMsg
 from microex.marketdata.raw import concat, take
-from microex.protocol.md_binary import SERVER_MESSAGES, DecodeError, MdDecoder, MdFrameEncoder, SubFlag
+from microex.protocol.md_binary import (
+    SERVER_MESSAGES,
+    DecodeError,
+    MdDecoder,
+    MdFrameEncoder,
+    SubFlag,
+)
 
 MAX_BUFFERED = 1 << 16  # increments held per instrument while syncing (the oldest go first)
+# what a datagram may carry; HEARTBEAT too, so a sender may keep an idle group alive. Never
+# snapshot or control frames: those belong to the TCP stream (a split snapshot in flight there)
+DATAGRAM_MESSAGES = frozenset({MdMsg.INCREMENT, MdMsg.BBO, MdMsg.CANDLE, MdMsg.TICKER, MdMsg.HEARTBEAT})
+MULTICAST_FLAGS = int(SubFlag.DEFAULT | SubFlag.RECOVERY)  # a group carries every stream of its instrument
 
 
 class BookChanged(NamedTuple):
@@ -122,8 +141,8 @@ class BookSync:
     def on_snapshot(self, seq: int, levels: np.ndarray, out: list) -> bool:
         self.requested = False
         r = self.replica
-        if self.live and seq <= r.md_seq:
-            return False
+        if r.valid and seq <= r.md_seq:
+            return False if self.live else self._heal(out)
         r.load_snapshot(levels, seq)
         self.resyncs += 1
         return self._heal(out)
@@ -150,7 +169,7 @@ class BookSync:
                 nxt = [b for b in bundles if b[0] <= r.md_seq + 1 < b[1] + 1]
                 if not nxt:
                     break
-                first, last, levels = nxt[0]
+                _, last, levels = nxt[0]
                 bundles.remove(nxt[0])
                 r.apply_levels(levels)
                 r.md_seq = last
@@ -171,9 +190,23 @@ class BookSync:
                 out.append(Trades(self.instrument, trades))
 
 
+class _DatagramDecoder(MdDecoder):
+    """Decodes whole datagrams: nothing carries over from one to the next."""
+
+    def feed_whole(self, data: bytes) -> tuple[list, bool]:
+        """(items, whether a cut frame was dropped at the end); a closing error closes nothing."""
+        items = self.feed(data)
+        cut = bool(self._pending)
+        self._pending = b""
+        self.closed, self.close_reason = False, None
+        return [e._replace(closing=False) if isinstance(e, DecodeError) else e for e in items], cut
+
+
 class MarketDataProtocol:
     def __init__(self) -> None:
         self.decoder = MdDecoder(SERVER_MESSAGES)
+        self.datagram_decoder = _DatagramDecoder(DATAGRAM_MESSAGES, check_sequence=False)
+        self.datagrams = self.truncated = 0
         self.encoder = MdFrameEncoder()
         self.books: dict[int, BookSync] = {}
         self.flags: dict[int, int] = {}
@@ -188,6 +221,14 @@ class MarketDataProtocol:
         if flags & SubFlag.BOOK:
             self.books[instrument] = BookSync(instrument)
         return self.encoder.subscribe(instrument, depth, flags)
+
+    def subscribe_multicast(self, instrument: int) -> bytes:
+        """The TCP frames of a multicast receiver: SUBSCRIBE RECOVERY (heartbeats and answers only)
+        and the first SNAPSHOT_REQUEST; the increments then come through feed_datagram."""
+        self.flags[instrument] = MULTICAST_FLAGS
+        self.books[instrument] = BookSync(instrument)
+        return (self.encoder.subscribe(instrument, 0, SubFlag.RECOVERY)
+                + self.encoder.snapshot_request(instrument, 0))
 
     def unsubscribe(self, instrument: int) -> bytes:
         self.flags.pop(instrument, None)
@@ -211,37 +252,51 @@ class MarketDataProtocol:
     # -- incoming ------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> list:
+        """Bytes from the TCP stream (any split)."""
+        return self._events(self.decoder.feed(data))
+
+    def feed_datagram(self, data: bytes) -> list:
+        """One whole datagram of the multicast feed."""
+        items, cut = self.datagram_decoder.feed_whole(data)
+        self.datagrams += 1
+        self.truncated += cut
+        return self._events(items)
+
+    def _events(self, items: list) -> list:
         out: list = []
         changed: dict[int, None] = {}
-        for item in self.decoder.feed(data):
-            if isinstance(item, DecodeError):
-                out.append(Violation(int(item.reason), item.closing))
-                continue
-            t, recs = item
-            if t == MdMsg.INCREMENT:
-                self._increments(recs, out, changed)
-            elif t == MdMsg.SNAPSHOT_BEGIN:
-                self._snap = (recs[-1], [])
-            elif t == MdMsg.SNAPSHOT_LEVEL:
-                if self._snap is not None:
-                    self._snap[1].append(recs)
-            elif t == MdMsg.SNAPSHOT_END:
-                self._book_end(recs[-1], out, changed)
-            elif t == MdMsg.STATUS:
-                out.extend(Status(int(r["instrument"]), int(r["status"]), int(r["md_seq"]), int(r["reason"]))
-                           for r in recs)
-            elif t == MdMsg.RESYNC:
-                for r in recs:
-                    sync = self.books.get(int(r["instrument"]))
-                    if sync is not None:
-                        sync.on_resync()
-            elif t == MdMsg.ERROR:
-                out.extend(Error(int(r["reason"]), int(r["ref_type"]), int(r["ref_seq"])) for r in recs)
-            elif t in (MdMsg.BBO, MdMsg.CANDLE, MdMsg.TICKER):
-                out.append(Records(t, recs))
+        for item in items:
+            self._item(item, out, changed)
         for i in changed:
             out.append(BookChanged(i, self.books[i].replica))
         return out
+
+    def _item(self, item, out: list, changed: dict) -> None:
+        if isinstance(item, DecodeError):
+            out.append(Violation(int(item.reason), item.closing))
+            return
+        t, recs = item
+        if t == MdMsg.INCREMENT:
+            self._increments(recs, out, changed)
+        elif t == MdMsg.SNAPSHOT_BEGIN:
+            self._snap = (recs[-1], [])
+        elif t == MdMsg.SNAPSHOT_LEVEL:
+            if self._snap is not None:
+                self._snap[1].append(recs)
+        elif t == MdMsg.SNAPSHOT_END:
+            self._book_end(recs[-1], out, changed)
+        elif t == MdMsg.STATUS:
+            out.extend(Status(int(r["instrument"]), int(r["status"]), int(r["md_seq"]), int(r["reason"]))
+                       for r in recs)
+        elif t == MdMsg.RESYNC:
+            for r in recs:
+                sync = self.books.get(int(r["instrument"]))
+                if sync is not None:
+                    sync.on_resync()
+        elif t == MdMsg.ERROR:
+            out.extend(Error(int(r["reason"]), int(r["ref_type"]), int(r["ref_seq"])) for r in recs)
+        elif t in (MdMsg.BBO, MdMsg.CANDLE, MdMsg.TICKER):
+            out.append(Records(t, recs))
 
     def _increments(self, recs: np.ndarray, out: list, changed: dict) -> None:
         inst = recs["instrument"]
