@@ -10,20 +10,16 @@ sans-I/O side is `MarketDataProtocol.feed_datagram` (client/md_protocol.py).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+
+from microex.marketdata.multicast import group_address  # noqa: F401 (the receiver's side of the addressing)
 
 log = logging.getLogger("microex.client.marketdata")
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: beyond rmem_max, with CAP_NET_ADMIN
 RCVBUF = 8 << 20  # bursts are lost in the socket's buffer, not on the loopback wire: make it large
-
-
-def group_address(base: str, instrument: int) -> str:
-    """Instrument i's group: base + i as an IPv4 address ("239.77.0.0", 3 -> "239.77.0.3")."""
-    return str(ipaddress.IPv4Address(base) + instrument)
 
 
 def multicast_socket(group: str, port: int, interface: str = "127.0.0.1", rcvbuf: int = RCVBUF) -> socket.socket:

@@ -32,6 +32,11 @@ keeps an OrderBookReplica:
   so loss, duplicates and reordering heal as above, snapshots coming over TCP (`feed`).
   A datagram is decoded on its own: a cut frame at its end is dropped (`truncated`),
   a framing error drops the rest of it, and neither touches the TCP decoder.
+- Sequence hints: a BBO or TICKER record carries the md_seq of the book it was taken
+  from. A LIVE replica behind it has lost increments that no later increment revealed
+  (the last datagram before an instrument went quiet): it goes SYNCING and asks, and
+  becomes LIVE only once it reaches that md_seq. The venue publishes every ticker
+  once a second, so such a loss is found within a second (MoldUDP64's heartbeats).
 Invariant: a LIVE replica equals the venue's book at its md_seq (the tests inject
 gaps, duplicates and reordering and compare with the venue's MarketState).
 """
@@ -104,6 +109,7 @@ class BookSync:
         self.pending: list[np.ndarray] = []  # buffered increments (arrays, this instrument)
         self.bundles: list[tuple[int, int, np.ndarray]] = []  # buffered (first, last, levels)
         self.gaps = self.resyncs = self.duplicates = 0
+        self.floor_seq = 0  # the venue's md_seq as a BBO or TICKER last said: LIVE needs at least it
 
     def on_increments(self, recs: np.ndarray, out: list) -> bool:
         """Returns True if a snapshot should be requested."""
@@ -147,6 +153,20 @@ class BookSync:
         self.resyncs += 1
         return self._heal(out)
 
+    def on_seq_hint(self, seq: int) -> bool:
+        """A BBO or TICKER record says the venue's book was at md_seq `seq`. A LIVE replica behind
+        it missed increments that nothing after them revealed (the last datagram of a quiet
+        instrument: the tickers, once a second, are the feed's sequence heartbeat). True: ask."""
+        self.floor_seq = max(self.floor_seq, seq)
+        if not self.live or seq <= self.replica.md_seq:
+            return False
+        self.gaps += 1
+        self.live = False
+        if self.requested:
+            return False
+        self.requested = True
+        return True
+
     def on_resync(self) -> None:
         """The server said our stream broke and a snapshot follows."""
         self.live = False
@@ -175,7 +195,7 @@ class BookSync:
                 r.md_seq = last
             self.pending = [incs[pos:]] if pos < len(incs) else []
             self.bundles = [b for b in bundles if b[1] > r.md_seq]
-            if not self.pending and not self.bundles:
+            if not self.pending and not self.bundles and r.md_seq >= self.floor_seq:
                 self.live = True
                 return False
         if self.requested:
@@ -196,9 +216,8 @@ class _DatagramDecoder(MdDecoder):
     def feed_whole(self, data: bytes) -> tuple[list, bool]:
         """(items, whether a cut frame was dropped at the end); a closing error closes nothing."""
         items = self.feed(data)
-        cut = bool(self._pending)
-        self._pending = b""
-        self.closed, self.close_reason = False, None
+        cut = self.buffered() > 0
+        self.reset()
         return [e._replace(closing=False) if isinstance(e, DecodeError) else e for e in items], cut
 
 
@@ -297,6 +316,11 @@ class MarketDataProtocol:
             out.extend(Error(int(r["reason"]), int(r["ref_type"]), int(r["ref_seq"])) for r in recs)
         elif t in (MdMsg.BBO, MdMsg.CANDLE, MdMsg.TICKER):
             out.append(Records(t, recs))
+            if t != MdMsg.CANDLE:
+                for i, seq in zip(recs["instrument"].tolist(), recs["md_seq"].tolist()):
+                    sync = self.books.get(i)
+                    if sync is not None and sync.on_seq_hint(seq):
+                        self._request(i)
 
     def _increments(self, recs: np.ndarray, out: list, changed: dict) -> None:
         inst = recs["instrument"]

@@ -9,7 +9,9 @@ How it works
   RESYNC, ERROR) and samples latency: receive time minus the update's ts_ns (the
   time the gateway read the order that caused it, CLOCK_REALTIME), so the figure
   is order entry -> subscriber, an upper bound of publish -> receive. A partial
-  frame waits in the connection's carry for the rest. Compiled because the
+  frame waits in the connection's carry for the rest. With `multicast` the
+  subscribers are UDP sockets joined to their instrument's group instead, read by
+  the same loop (a datagram holds whole frames). Compiled because the
   subscribers share the 2 cores with the venue: a Python loop per ready socket
   cost about twice the CPU for the same reads.
   It obeys the parent over a Pipe: "count" zeroes the window counters, "report"
@@ -163,18 +165,10 @@ def _connect_all(host: str, port: int, instruments: list[int]) -> list[socket.so
 
 def _join_all(group_base: str, port: int, instruments: list[int]) -> list[socket.socket]:
     """One UDP socket per subscriber, joined to its instrument's group (what the SDK's receiver does)."""
+    from microex.client.md_multicast import multicast_socket
     from microex.marketdata.multicast import group_address
 
-    def join_group(group, port):  # TEMP until the SDK's lands
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((group, port))
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
-        s.setsockopt(socket.SOL_SOCKET, 33, 1 << 21)
-        s.setblocking(False)
-        return s
-
-    return [join_group(group_address(group_base, inst), port) for inst in instruments]
+    return [multicast_socket(group_address(group_base, inst), port, rcvbuf=1 << 20) for inst in instruments]
 
 
 def subscribers_main(conn, host: str, port: int, instruments: list[int], sample_every: int = 97,

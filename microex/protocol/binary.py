@@ -304,6 +304,12 @@ class BinaryDecoder:
             np.empty(frames, dtype=np.int64) for _ in range(5))
 
     @property
+    def reset(self) -> None:
+        """Forget a partial frame and a closed state: the next feed starts a new stream (a datagram
+        is one whole stream of its own)."""
+        self._pending = b""
+        self.closed, self.close_reason = False, None
+
     def buffered(self) -> int:
         """Bytes of an incomplete frame held for the next feed (never more than max_frame)."""
         return len(self._pending)

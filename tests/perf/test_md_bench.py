@@ -12,7 +12,7 @@ def test_bench_md_writes_every_row(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
-    for name in ("md.fanout.subs_20", "md.baseline.floor_subs_20"):
+    for name in ("md.fanout.subs_20", "md.fanout.subs_20.multicast", "md.baseline.floor_subs_20"):
         row = rows[name]
         assert row["delivered_fraction"] > 0.99, name  # every update reached every subscriber of it
         assert 0 < row["p50_ns"] <= row["p99_ns"] and row["ops_per_s"] > 0 and row["subscriber_cpu"] > 0, name

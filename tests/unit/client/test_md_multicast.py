@@ -434,3 +434,25 @@ def test_client_over_multicast_with_recovery_over_tcp():
         assert md.groups == {}
 
     asyncio.run(main())
+
+
+def test_a_ticker_reveals_the_lost_last_datagram_of_a_quiet_instrument():
+    v = Venue(seed=9)
+    c = _synced(v)
+    out = v.batch(80)
+    fs = _increments(out)
+    c.feed_datagram(b"".join(fs[:-1]))  # the last datagram before the instrument goes quiet is lost
+    assert c.books[1].live and c.take_output() == b""  # nothing after it shows the gap
+    ticker = v.state.tickers(out.updates["ts_ns"].max())[0:1].copy()  # instrument 1's, as on_timer sends it
+    stale = ticker.copy()
+    stale["md_seq"] = c.books[1].replica.md_seq
+    c.feed_datagram(stale.tobytes())
+    assert c.books[1].live and c.take_output() == b""  # not ahead: nothing to do
+    c.feed_datagram(ticker.tobytes())
+    [(t, req)] = MdDecoder(CLIENT_MESSAGES, check_sequence=False).feed(c.take_output())
+    assert t == MdMsg.SNAPSHOT_REQUEST and not c.books[1].live and c.books[1].gaps == 1
+    c.feed_datagram(ticker.tobytes())  # a second hint while the request is out asks nothing more
+    assert c.take_output() == b""
+    c.feed(v.state.snapshot(1)[1])
+    assert c.books[1].live
+    v.assert_equal(c.books[1].replica, 1)
