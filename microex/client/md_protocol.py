@@ -216,7 +216,7 @@ class _DatagramDecoder(MdDecoder):
     def feed_whole(self, data: bytes) -> tuple[list, bool]:
         """(items, whether a cut frame was dropped at the end); a closing error closes nothing."""
         items = self.feed(data)
-        cut = self.buffered() > 0
+        cut = self.buffered > 0
         self.reset()
         return [e._replace(closing=False) if isinstance(e, DecodeError) else e for e in items], cut
 

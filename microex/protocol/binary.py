@@ -303,13 +303,13 @@ class BinaryDecoder:
         self._offs, self._types, self._status, self._seqs, self._runs = (
             np.empty(frames, dtype=np.int64) for _ in range(5))
 
-    @property
     def reset(self) -> None:
         """Forget a partial frame and a closed state: the next feed starts a new stream (a datagram
         is one whole stream of its own)."""
         self._pending = b""
         self.closed, self.close_reason = False, None
 
+    @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame held for the next feed (never more than max_frame)."""
         return len(self._pending)
