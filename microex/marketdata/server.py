@@ -273,6 +273,10 @@ async def serve_md(s: MdSettings, ready=None) -> None:
     await stop.wait()
     source.close()
     await server.close()  # ERROR SHUTDOWN to every subscriber, gRPC streams included
+    if multicast is not None:
+        log.info("multicast: %d datagrams sent, %d refused (last error: %s)", multicast.datagrams, multicast.dropped,
+                 multicast.last_error)
+        multicast.close()
     if grpc_server is not None:
         await grpc_server.close()
 

@@ -140,11 +140,12 @@ def _fanout_row(args, venue: MdVenue, n: int, multicast: bool = False) -> dict:
         driver.start()
         assert here.recv() == "ready"
         subs.count()
-        cpu0 = venue.cpu_s()
+        cpu0, udp0 = venue.cpu_s(), udp_receive_drops()
         here.send("go")
         done = here.recv()
         time.sleep(1.0)  # what was published reaches the subscribers
         venue_cpu = venue.cpu_s() - cpu0
+        udp_drops = udp_receive_drops() - udp0
         reports = subs.report()
         driver.join(10)
     finally:
@@ -161,16 +162,28 @@ def _fanout_row(args, venue: MdVenue, n: int, multicast: bool = False) -> dict:
         "workload": f"{n} {how} ({synced} synced) in {args.procs} processes, each on one of {args.instruments} "
                     f"instruments; {done['commands']:,} level updates published at {args.rate:,.0f}/s through order "
                     f"entry; delivered {delivered:,} of {expected:,.0f} expected ({delivered / expected:.1%}); "
-                    f"conflation: {conflated} CONFLATED, {resyncs} RESYNC, {dropped} dropped; latency = order entry "
+                    f"conflation: {conflated} CONFLATED, {resyncs} RESYNC, {dropped} dropped; "
+                    + (f"{udp_drops} datagrams dropped by full receive buffers (host-wide); " if multicast else "")
+                    + "latency = order entry "
                     f"-> subscriber receive (sampled); subscribers' CPU {sub_cpu:.0%} of a core, venue processes "
                     f"{venue_cpu / (wall + 1.0):.0%}; venue memory {(rss1 - rss0) / max(n, 1) / 1024:.0f} KiB per "
                     f"subscriber; targets (1,000 subs): 1M/s delivered, p99 <= 5 ms",
         "ops_per_s": delivered / wall, "p50_ns": p50, "p99_ns": p99, "mean_ns": float(samples.mean()) if len(samples)
         else 0.0, "delivered_fraction": delivered / expected, "published_per_s": done["commands"] / wall,
         "subscriber_min_per_s": float(per_sub.min()) if len(per_sub) else 0.0, "conflated": conflated,
-        "resyncs": resyncs, "dropped": dropped, "subscriber_cpu": sub_cpu, "venue_cpu": venue_cpu / (wall + 1.0),
+        "resyncs": resyncs, "dropped": dropped, "subscriber_cpu": sub_cpu,
+        **({"udp_receive_drops": udp_drops} if multicast else {}), "venue_cpu": venue_cpu / (wall + 1.0),
         "venue_bytes_per_subscriber": (rss1 - rss0) / max(n, 1), "latency_quantiles_ns": _quantiles(samples),
     }
+
+
+def udp_receive_drops() -> int:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (RcvbufErrors, host-wide)."""
+    try:
+        lines = [ln.split() for ln in open("/proc/net/snmp") if ln.startswith("Udp:")]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9)
