@@ -172,6 +172,9 @@ class MarketDataClient(FeedEvents):
         sock = multicast_socket(group_address(base, instrument), port, self.multicast_interface)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: DatagramReceiver(self._on_datagram), sock=sock)
+        if self._closing or instrument in self.groups:  # closed, or joined by another subscribe, meanwhile
+            transport.close()
+            return
         self.groups[instrument] = transport
 
     def _adopt(self, instrument: int) -> None:
