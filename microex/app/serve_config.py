@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from microex.core.venue import VenueConfig
-from microex.marketdata.multicast import parse_endpoint
+from microex.marketdata.multicast import check_groups, parse_endpoint
 
 _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "heartbeat_ms", "rate_per_s", "burst",
                "snapshot_every", "md_port", "md_record", "grpc_port",
@@ -140,7 +141,13 @@ class ServeConfig:
         if self.md_multicast:
             if not self.md_port:
                 raise ValueError("md_multicast needs the market-data stage (its port is the recovery line)")
-            parse_endpoint(self.md_multicast)  # raises ValueError with the reason
+            base, _ = parse_endpoint(self.md_multicast)  # raises ValueError with the reason
+            check_groups(base, len(venue.instrument_ids()))
+            try:
+                socket.inet_aton(self.md_multicast_interface)
+            except OSError:
+                raise ValueError(f"md_multicast_interface {self.md_multicast_interface!r} must be an IPv4 "
+                                 f"address (the interface's own)") from None
             if not 0 <= self.md_multicast_ttl <= 255:
                 raise ValueError("md_multicast_ttl must be 0..255")
 

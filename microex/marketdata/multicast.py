@@ -47,6 +47,21 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_groups(base: str, instruments: int) -> None:
+    """Instruments 1..n's groups must all be multicast groups outside 224.0.0.0/24 (the local
+    network control block: 224.0.0.1 is every host). A group past 239.255.255.255 is no group:
+    the kernel sends it as unicast by the default route, whatever the TTL and interface say."""
+    first = int.from_bytes(socket.inet_aton(base), "big") + 1
+    last = first + max(instruments, 1) - 1
+    if last >> 28 != 0xE:
+        name = socket.inet_ntoa((last & 0xFFFFFFFF).to_bytes(4, "big"))
+        raise ValueError(f"multicast groups {base}+1..{base}+{instruments}: {name} is not a multicast address "
+                         f"(224.0.0.0/4)")
+    if first >> 8 == 0xE00000:
+        raise ValueError(f"multicast groups {base}+1..: {group_address(base, 1)} is in 224.0.0.0/24, the local "
+                         f"network control block (224.0.0.1 is every host): use 239.x.y.z")
+
+
 def frame_cuts(data: bytes, limit: int) -> list[int]:
     """Offsets that cut data (whole length-prefixed frames) into pieces of at most `limit` bytes."""
     buf = np.frombuffer(data, dtype=np.uint8)
