@@ -6,13 +6,18 @@ import asyncio
 
 import pytest
 
-import microex.client.marketdata as marketdata
+from microex.client import marketdata
 from microex.client.marketdata import MarketDataClient
 from microex.client.md_protocol import Trades
 from microex.core.records import MdKind
 from microex.marketdata.raw import take
-
-from tests.unit.client.test_md_multicast import BASE, RecoveryPort, _free_udp_port, _synced, instrument_bytes
+from tests.unit.client.test_md_multicast import (
+    BASE,
+    RecoveryPort,
+    _free_udp_port,
+    _synced,
+    instrument_bytes,
+)
 from tests.unit.marketdata._venue import Venue
 
 
