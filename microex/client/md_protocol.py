@@ -12,7 +12,9 @@ keeps an OrderBookReplica:
   | SYNCING | buffered                    | buffered      | buffered                | loaded, then the buffer > S   |
 
   (A snapshot no newer than a SYNCING replica's md_seq is not loaded either: the replica
-  is exact up to its gap, and going back would apply buffered duplicates twice.)
+  is exact up to its gap, and going back would apply buffered duplicates twice. A
+  multicast replica that healed while its request was out ignores the answer: going
+  back would make the datagrams in flight duplicates and lose their trades.)
 
 - SYNCING holds the increments (and conflated bundles) that arrive, sorted by seq;
   after every arrival it tries to heal from the replica's md_seq (a reordering heals
@@ -101,8 +103,9 @@ class Violation(NamedTuple):
 class BookSync:
     """One instrument's replica and its resync state."""
 
-    def __init__(self, instrument: int) -> None:
+    def __init__(self, instrument: int, multicast: bool = False) -> None:
         self.instrument = instrument
+        self.multicast = multicast  # increments by datagram, snapshots only as answers to our requests
         self.replica = OrderBookReplica(instrument)
         self.live = False
         self.requested = True  # a SUBSCRIBE with BOOK brings a snapshot
@@ -147,6 +150,10 @@ class BookSync:
     def on_snapshot(self, seq: int, levels: np.ndarray, out: list) -> bool:
         self.requested = False
         r = self.replica
+        if self.live and self.multicast:
+            # healed meanwhile (a late datagram): the answer only repeats what the datagrams bring,
+            # and loading it would turn increments still in flight into duplicates, their trades lost
+            return False
         if r.valid and seq <= r.md_seq:
             return False if self.live else self._heal(out)
         r.load_snapshot(levels, seq)
@@ -245,7 +252,7 @@ class MarketDataProtocol:
         """The TCP frames of a multicast receiver: SUBSCRIBE RECOVERY (heartbeats and answers only)
         and the first SNAPSHOT_REQUEST; the increments then come through feed_datagram."""
         self.flags[instrument] = MULTICAST_FLAGS
-        self.books[instrument] = BookSync(instrument)
+        self.books[instrument] = BookSync(instrument, multicast=True)
         return (self.encoder.subscribe(instrument, 0, SubFlag.RECOVERY)
                 + self.encoder.snapshot_request(instrument, 0))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from microex.client import marketdata
 from microex.client.marketdata import MarketDataClient
@@ -58,8 +57,6 @@ def test_no_group_socket_outlives_concurrent_subscribes_or_a_close_during_a_join
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="review finding, not fixed: an answer that overtakes in-flight datagrams "
-                                       "replaces a LIVE replica, and the trades it skips are never delivered")
 def test_a_stale_answer_does_not_swallow_the_trades_of_datagrams_still_in_flight():
     """A BBO overtakes its increments (reordering): the replica asks, then heals from the late increments
     and is LIVE. The answer to its request, taken after more increments went out, overtakes their
