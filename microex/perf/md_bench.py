@@ -156,10 +156,10 @@ def _fanout_row(args, venue: MdVenue, n: int, multicast: bool = False) -> dict:
     conflated = sum(r["counters"][C_CONFLATED] for r in reports)
     resyncs = sum(r["counters"][C_RESYNC] for r in reports)
     dropped = sum(r["closed"] for r in reports)
-    how = "UDP multicast receivers" if multicast else "TCP subscribers"
+    how = "UDP multicast receivers ({} joined; they count, they do not recover)" if multicast else "TCP subscribers ({} synced)"
     return {
         "name": f"md.fanout.subs_{n}" + (".multicast" if multicast else ""),
-        "workload": f"{n} {how} ({synced} synced) in {args.procs} processes, each on one of {args.instruments} "
+        "workload": f"{n} {how.format(synced)} in {args.procs} processes, each on one of {args.instruments} "
                     f"instruments; {done['commands']:,} level updates published at {args.rate:,.0f}/s through order "
                     f"entry; delivered {delivered:,} of {expected:,.0f} expected ({delivered / expected:.1%}); "
                     f"conflation: {conflated} CONFLATED, {resyncs} RESYNC, {dropped} dropped; "
@@ -281,17 +281,24 @@ def main(args) -> int:
     with Progress(console=console) as progress:
         kinds = [m for m, on in ((False, args.tcp), (True, args.multicast)) if on]
         task = progress.add_task("md bench", total=len(counts) * (len(kinds) + args.floor) + (1 if args.idle else 0))
-        venue = MdVenue(args.instruments, args.multicast)
-        try:
-            for multicast in kinds:
+        for multicast in kinds:  # a venue each: the TCP rows run without a multicast publisher
+            venue = MdVenue(args.instruments, multicast)
+            try:
                 for n in counts:
                     rows.append(_fanout_row(args, venue, n, multicast))
                     progress.advance(task)
-            if args.idle:
+                if args.idle and not multicast:
+                    rows.append(_idle_row(args, venue))
+                    progress.advance(task)
+            finally:
+                venue.close()
+        if args.idle and not args.tcp:
+            venue = MdVenue(args.instruments, False)
+            try:
                 rows.append(_idle_row(args, venue))
                 progress.advance(task)
-        finally:
-            venue.close()
+            finally:
+                venue.close()
         if args.floor:
             floor = FloorServer(args.instruments)
             try:
