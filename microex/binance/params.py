@@ -2,9 +2,9 @@
 
 How it works: `Params.parse(raw_query, raw_body)` splits both (application/x-www-form-urlencoded),
 keeping the raw strings for the signature check (auth.py). A name given twice is
--1101; a mandatory one missing or empty is -1102; a value outside its type or range
-is -1100 naming the legal range. Readers return Python values; nothing here knows
-about ticks or lots (units.py does).
+-1101; a mandatory one missing or empty is -1102; an optional integer sent empty is
+-1105; a value outside its type or range is -1100 naming the legal range. Readers
+return Python values; nothing here knows about ticks or lots (units.py does).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Params:
 
     def int(self, name: str, required: bool = False, default: int | None = None, lo: int | None = None,
             hi: int | None = None) -> int | None:
+        if not required and self.values.get(name) == "":  # sent empty: not the default (schemathesis found it)
+            raise E.ApiError(E.PARAM_EMPTY, f"Parameter '{name}' was empty.")
         v = self.str(name, required)
         if v is None:
             return default

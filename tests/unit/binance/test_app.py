@@ -78,6 +78,7 @@ def test_public_endpoints_and_their_bad_input(venue):
         for path, code in [("/api/v3/depth", -1102), ("/api/v3/depth?symbol=NOPE", -1121),
                            ("/api/v3/depth?symbol=BTCUSDT&limit=x", -1100),
                            ("/api/v3/depth?symbol=BTCUSDT&limit=100000", -1100),
+                           ("/api/v3/trades?symbol=BTCUSDT&limit=", -1105),
                            ("/api/v3/depth?symbol=BTCUSDT&symbol=ETHUSDT", -1101),
                            ("/api/v3/klines?symbol=BTCUSDT&interval=7m", -1120),
                            ("/api/v3/klines?symbol=BTCUSDT", -1102),
