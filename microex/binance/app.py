@@ -9,6 +9,12 @@ How it works
   status, an unknown route 404 and a wrong method 405 in the same shape, and any
   other exception -1000 with status 400 after logging it: the edge never answers
   500 (the schemathesis tests hold it to that).
+- Limits (limits.py): the same middleware weighs every /api/v3 request (the weight
+  table, from its query string and form body) and charges it to the client's IP
+  before the handler runs; past the limit it answers 429 -1003 with Retry-After.
+  Every /api/v3 answer, errors included, carries X-MBX-USED-WEIGHT-1M; an
+  order-placing route's answer also carries the account's X-MBX-ORDER-COUNT-10S and
+  -1D (the handler counts the order, rest_orders.py, and refuses past a limit: -1015).
 - WebSockets: /ws, /ws/<names>, /stream?streams=a/b carry market streams
   (ws_market.py) and listenKey user data (user_stream.py); /ws-api/v3 is the
   WebSocket API (ws_api.py).
@@ -19,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
 from microex.binance import errors as E
+from microex.binance import limits as L
 from microex.binance import rest_account as A
 from microex.binance import rest_orders as O
 from microex.binance import rest_public as P
@@ -38,6 +46,8 @@ from microex.binance.wsconn import Outbox
 
 log = logging.getLogger(__name__)
 NONE, KEY, SIGNED = "NONE", "KEY", "SIGNED"
+API = "/api/v3/"  # the metered REST API (the dashboard and the WebSockets are not)
+ACCOUNT = web.RequestKey("account", int)  # the authenticated account, for X-MBX-ORDER-COUNT headers
 
 ROUTES = [
     ("GET", "/api/v3/ping", P.ping, NONE),
@@ -74,35 +84,67 @@ class State:
     auth: Auth
     users: UserStreams
     streams: MarketStreams | None = None
+    limits: L.Limiter = field(default_factory=L.Limiter)
 
 
 def _json(body: dict, status: int = 200) -> web.Response:
     return web.Response(body=S.encode(body), status=status, content_type="application/json")
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except E.ApiError as e:
+def _error_response(e: E.ApiError | web.HTTPException) -> web.Response:
+    if isinstance(e, E.ApiError):
         return _json(e.body(), e.status)
-    except web.HTTPException as e:
-        if e.status < 400:
+    if e.status < 400:
+        raise e
+    resp = _json({"code": E.UNKNOWN, "msg": e.reason}, e.status if e.status < 500 else 400)
+    if "Allow" in e.headers:  # 405: which methods the path has
+        resp.headers["Allow"] = e.headers["Allow"]
+    return resp
+
+
+async def _charge(st: State, request: web.Request, ip: str) -> L.Rule | None:
+    """Weigh a request and charge its IP: the rule it would break (nothing charged), or None."""
+    body = await request.read()  # aiohttp keeps it for the handler
+    raw = [request.rel_url.raw_query_string]
+    if request.content_type != "application/json":  # as _route: Binance reads form bodies only
+        raw.insert(0, body.decode("utf-8", "replace"))
+    params: dict[str, str] = {}
+    for part in raw:  # the query string last: it wins, as on Binance
+        params.update(parse_qsl(part, keep_blank_values=True))
+    return st.limits.charge(ip, L.weight(request.method, request.path, params))
+
+
+def _middleware(st: State):
+    @web.middleware
+    async def api(request: web.Request, handler):
+        metered = request.path.startswith(API)
+        ip = request.remote or ""
+        try:
+            refused = await _charge(st, request, ip) if metered else None
+            if refused is None:
+                resp = await handler(request)
+            else:
+                resp = _json({"code": E.TOO_MANY_REQUESTS, "msg": L.message(refused)}, 429)
+                resp.headers["Retry-After"] = str(st.limits.retry_after())
+        except (E.ApiError, web.HTTPException) as e:
+            resp = _error_response(e)
+        except asyncio.CancelledError:
             raise
-        resp = _json({"code": E.UNKNOWN, "msg": e.reason}, e.status if e.status < 500 else 400)
-        if "Allow" in e.headers:  # 405: which methods the path has
-            resp.headers["Allow"] = e.headers["Allow"]
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path_qs)
+            resp = _json({"code": E.UNKNOWN, "msg": "An unknown error occurred while processing the request."}, 400)
+        if metered:
+            resp.headers.update(st.limits.weight_headers(ip))
+            if (request.method, request.path) in L.ORDER_ROUTES and ACCOUNT in request:
+                resp.headers.update(st.limits.order_headers(request[ACCOUNT]))
         return resp
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path_qs)
-        return _json({"code": E.UNKNOWN, "msg": "An unknown error occurred while processing the request."}, 400)
+
+    return api
 
 
 def _route(st: State, fn, security: str):
     async def handle(request: web.Request) -> web.Response:
-        body = await request.read() if request.can_read_body else b""
+        body = await request.read()  # read (and kept) by the middleware already
         try:
             raw_body = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -115,6 +157,8 @@ def _route(st: State, fn, security: str):
             key = st.auth.signed(request.headers.get("X-MBX-APIKEY"), p)
         elif security == KEY:
             key = st.auth.key(request.headers.get("X-MBX-APIKEY"))
+        if key is not None:
+            request[ACCOUNT] = key.account
         result = await fn(st, p, key)
         return web.Response(body=S.encode(result), content_type="application/json")
 
@@ -191,7 +235,7 @@ async def _ws_api(st: State, request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
     outbox = Outbox(ws)
-    session = WsApiSession(st, outbox)
+    session = WsApiSession(st, outbox, request.remote or "")
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -212,7 +256,7 @@ MAX_LINE = 64 << 10
 def build_app(st: State) -> web.Application:
     from microex.binance.openapi import spec
 
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20,
+    app = web.Application(middlewares=[_middleware(st)], client_max_size=1 << 20,
                           handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_LINE})
     for method, path, fn, security in ROUTES:
         app.router.add_route(method, path, _route(st, fn, security))
@@ -235,7 +279,8 @@ def build_app(st: State) -> web.Application:
     return app
 
 
-def make_state(edge: Edge, keys) -> State:
-    st = State(edge=edge, auth=Auth(keys), users=UserStreams(edge))
+def make_state(edge: Edge, keys, limits: L.Limiter | None = None) -> State:
+    """The app's state; `limits` defaults to Binance's (tests give small or large ones)."""
+    st = State(edge=edge, auth=Auth(keys), users=UserStreams(edge), limits=limits or L.Limiter())
     st.streams = MarketStreams(st)
     return st

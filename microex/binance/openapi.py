@@ -4,10 +4,13 @@ How it works: `ENDPOINTS` lists each operation's parameters (name, type, require
 and response type; `spec()` turns that into paths, and msgspec's
 `schema_components` turns the response Structs (schemas.py) into components. The
 app serves it at /openapi.json; docs/binance-openapi.json is the same document
-(tests/unit/binance/test_openapi.py keeps the file in step; `python -m
+(tests/unit/binance/test_app.py keeps the file in step; `python -m
 microex.binance.openapi > docs/binance-openapi.json` rewrites it). Every operation
-documents its 4XX answers as the Error shape. Parameters travel in the query
-string (Binance also reads them from a form body).
+documents its 4XX answers as the Error shape, its request weight (limits.py's table)
+in its description, the X-MBX-USED-WEIGHT-1M header on its answers (and an
+order-placing one the X-MBX-ORDER-COUNT-* headers), and 429 (-1003 with Retry-After,
+or -1015). Parameters travel in the query string (Binance also reads them from a form
+body).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Union
 
 import msgspec
 
+from microex.binance import limits as L
 from microex.binance import schemas as S
 
 SYMBOL = ("symbol", "string", True)
@@ -83,6 +87,12 @@ def _param(name: str, typ, required: bool) -> dict:
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
+def _headers(rules: list[L.Rule], required: bool) -> dict:
+    return {r.header: {"description": f"{'Weight' if r.type == 'REQUEST_WEIGHT' else 'Orders'} used in the current "
+                                      f"{r.num} {r.interval} window (limit {r.limit})",
+                       "required": required, "schema": {"type": "integer", "minimum": 0}} for r in rules}
+
+
 def _members(t) -> list:
     return list(typing.get_args(t)) if typing.get_origin(t) is Union else [t]
 
@@ -111,6 +121,7 @@ def spec() -> dict:
         else:  # refs inlined: schemathesis does not resolve $refs inside a response's anyOf
             schemas.append({"anyOf": [_inline(x, components) for x in part]})
     schemas.append(out[-1])
+    rules = L.Limiter().rules  # Binance's limits, as a default edge has them
     paths: dict[str, dict] = {}
     for (method, path, summary, security, params, _), schema in zip(ENDPOINTS, schemas):
         ps = [_param(*p) for p in params]
@@ -123,16 +134,30 @@ def spec() -> dict:
                                       "layer's plain-text refusal (it never reaches the API)",
                        "content": {"application/json": {"schema": schemas[-1]},
                                    "text/plain": {"schema": {"type": "string"}}}}
+        route = (method.upper(), path)
+        counted = [rules[0]] + (rules[1:] if route in L.ORDER_ROUTES else [])
+        too_many = {"description": "Past a rate limit: -1003 (request weight per IP, with Retry-After in seconds) "
+                                   "or -1015 (new orders per account, without Retry-After)",
+                    "content": {"application/json": {"schema": schemas[-1]}},
+                    "headers": {**_headers(counted, False), "Retry-After": {
+                        "description": "Seconds until the request weight window resets (-1003 only)",
+                        "required": False, "schema": {"type": "integer", "minimum": 1}}}}
         paths.setdefault(path, {})[method] = {
             "summary": summary,
+            "description": f"Request weight: {L.describe(*route)}"
+                           + (". Counts one order against ORDERS." if route in L.ORDER_ROUTES else ""),
             "operationId": f"{method}{path.replace('/api/v3/', '_').replace('/', '_')}",
             "parameters": ps,
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}},
-                          "400": bad_request, "4XX": error},
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema}},
+                                  "headers": _headers(counted, True)},
+                          "400": {**bad_request, "headers": _headers(counted[:1], False)},
+                          "429": too_many, "4XX": {**error, "headers": _headers(counted[:1], True)}},
         }
     return {"openapi": "3.0.3",
             "info": {"title": "microex Binance-Spot-compatible REST API", "version": "1.0.0",
-                     "description": "See docs/binance-api.md. Decimals are strings, ids and times integers."},
+                     "description": "See docs/binance-api.md. Decimals are strings, ids and times integers. "
+                                    "Rate limits (GET /api/v3/exchangeInfo rateLimits): request weight per IP "
+                                    "per minute, new orders per account per 10 seconds and per day."},
             "paths": paths, "components": {"schemas": components}}
 
 

@@ -17,6 +17,8 @@ How it works
   its best price. The order then runs as a market order of that quantity, so if
   the book moves in between it may fill at other prices (the engine's price
   protection still applies).
+- A valid new order counts against the account's ORDERS limits (limits.py) before it
+  is sent; past one it is not sent: 429 -1015 "Too many new orders; ...".
 - DELETE sends one CANCEL (by orderId or origClientOrderId, which must name an order
   of the caller's account on that symbol) and waits for its outcome: an order that is
   no longer open is -2011 "Unknown order sent.".
@@ -31,6 +33,7 @@ from fractions import Fraction
 from microex.binance import errors as E
 from microex.binance import history_kernels as K
 from microex.binance import views as V
+from microex.binance.limits import message
 from microex.binance.params import Params
 from microex.binance.rest_public import now_ms, symbol
 from microex.core.records import Flag, OrdType, Reason, Side, Tif
@@ -127,6 +130,9 @@ def parse_new(st, p: Params, account: int) -> dict:
 
 async def new_order(st, p, key):
     o = parse_new(st, p, key.account)
+    refused = st.limits.take_order(key.account)  # a valid order counts, whatever the engine says of it
+    if refused is not None:
+        raise E.ApiError(E.TOO_MANY_ORDERS, message(refused))
     m, edge = o["m"], st.edge
     eid, fut = edge.submit_new(key.account, m.id, o["side"], o["ord_type"], o["tif"], o["flags"], o["price"],
                                o["qty"])

@@ -86,7 +86,8 @@ def symbol_info(m: Market) -> S.SymbolInfo:
 async def exchange_info(st, p, key):
     wanted = symbols(st, p)
     markets = wanted if wanted is not None else list(st.edge.markets.values())
-    return S.ExchangeInfo(timezone="UTC", serverTime=now_ms(), rateLimits=[], exchangeFilters=[],
+    return S.ExchangeInfo(timezone="UTC", serverTime=now_ms(),
+                          rateLimits=[S.RateLimit(**r.info()) for r in st.limits.rules], exchangeFilters=[],
                           symbols=[symbol_info(m) for m in markets])
 
 

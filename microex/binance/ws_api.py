@@ -2,8 +2,11 @@
 
 How it works
 - Requests are `{"id": ..., "method": ..., "params": {...}}`; answers
-  `{"id": ..., "status": 200, "result": ..., "rateLimits": []}` or
-  `{"id": ..., "status": 4XX, "error": {"code": ..., "msg": ...}}`.
+  `{"id": ..., "status": 200, "result": ..., "rateLimits": [...]}` or
+  `{"id": ..., "status": 4XX, "error": {"code": ..., "msg": ...}, "rateLimits": [...]}`.
+- Each request's weight (limits.WS_WEIGHTS) is charged to the connection's IP, on the
+  same REQUEST_WEIGHT count as the REST API's; `rateLimits` shows that count. Past the
+  limit: status 429, -1003, with `data.retryAfter` (ms) when the window resets.
 - `userDataStream.subscribe.signature` takes signed params (apiKey, timestamp,
   signature over the params sorted by name: auth.sign_ws) and answers
   `{"subscriptionId": n}`; `session.logon` authenticates the connection, after
@@ -19,13 +22,15 @@ import json
 import time
 
 from microex.binance import errors as E
+from microex.binance import limits as L
 from microex.binance.wsconn import Outbox
 
 
 class WsApiSession:
-    def __init__(self, st, outbox: Outbox) -> None:
+    def __init__(self, st, outbox: Outbox, ip: str = "") -> None:
         self.st = st
         self.outbox = outbox
+        self.ip = ip
         self.account: int | None = None
         self.api_key: str | None = None
         self.connected_ms = time.time_ns() // 1_000_000
@@ -55,11 +60,26 @@ class WsApiSession:
                 "userDataStream": bool(self.subs)}
 
     def handle(self, text: str) -> dict:
+        reply = self._reply(text)
+        reply["rateLimits"] = self.st.limits.weight_status(self.ip)
+        return reply
+
+    def _reply(self, text: str) -> dict:
         try:
-            msg = json.loads(text)
+            msg, parsed = json.loads(text), True
         except ValueError:
-            return {"id": None, "status": 400, "error": {"code": E.INVALID_MESSAGE, "msg": "Malformed request."}}
+            msg, parsed = None, False
+        method = msg.get("method") if isinstance(msg, dict) else None
+        weight = L.WS_WEIGHTS.get(method, L.WS_DEFAULT_WEIGHT) if isinstance(method, str) else L.WS_DEFAULT_WEIGHT
+        limits = self.st.limits
+        refused = limits.charge(self.ip, weight)
         rid = msg.get("id") if isinstance(msg, dict) else None
+        if refused is not None:
+            return {"id": rid, "status": 429, "error": {
+                "code": E.TOO_MANY_REQUESTS, "msg": L.message(refused),
+                "data": {"serverTime": time.time_ns() // 1_000_000, "retryAfter": limits.reset_ms()}}}
+        if not parsed:
+            return {"id": None, "status": 400, "error": {"code": E.INVALID_MESSAGE, "msg": "Malformed request."}}
         try:
             if not isinstance(msg, dict) or not isinstance(msg.get("method"), str):
                 raise E.ApiError(E.INVALID_MESSAGE, "Malformed request: 'method' is required.")
@@ -69,7 +89,7 @@ class WsApiSession:
             if not isinstance(params, dict):
                 raise E.ApiError(E.INVALID_MESSAGE, "Malformed request: 'params' must be an object.")
             result = self._call(msg["method"], params)
-            return {"id": rid, "status": 200, "result": result, "rateLimits": []}
+            return {"id": rid, "status": 200, "result": result}
         except E.ApiError as e:
             return {"id": rid, "status": e.status, "error": e.body()}
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
 from microex.binance.app import build_app, make_state  # noqa: E402
+from microex.binance.limits import Limiter  # noqa: E402
 from microex.binance.openapi import spec  # noqa: E402
 from tests.unit.binance.venue import JournalVenue, orders, trading_rows  # noqa: E402
 
@@ -36,7 +37,10 @@ def base_url(tmp_path_factory):
     async def start():
         edge = venue.edge()
         edge.catch_up()
-        runner = web.AppRunner(build_app(make_state(edge, venue.keys())), access_log=None)
+        # the fuzzer sends far more than Binance's 6000 weight a minute: a limit it never reaches keeps
+        # every operation exercised (the 429 answer is tested in test_limits.py)
+        unlimited = Limiter(weight_per_minute=1 << 40, orders_per_10s=1 << 40, orders_per_day=1 << 40)
+        runner = web.AppRunner(build_app(make_state(edge, venue.keys(), unlimited)), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         box["runner"] = runner
