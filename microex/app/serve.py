@@ -122,7 +122,8 @@ class Venue:
             hs = HttpSettings(data=str(data.root), inbound=self.pipe.inbounds[1 + cfg.gateways].name,
                               keys=[(k.api_key, k.secret, k.account) for k in cfg.api_keys], decimals=cfg.decimals,
                               host=cfg.host, http_port=cfg.http_port, run=run, metrics=self.metrics.name,
-                              rings=self._ring_names(), gateways=cfg.gateways)
+                              rings=self._ring_names(), gateways=cfg.gateways,
+                              limits=(cfg.http_weight_per_minute, cfg.http_orders_per_10s, cfg.http_orders_per_day))
             self.http = ctx.Process(target=run_child, args=(http_main, hs, http_ready), daemon=True,
                                     name="microex-http")
             self.http.start()

@@ -26,6 +26,7 @@ from microex.marketdata.multicast import check_groups, parse_endpoint
 _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "heartbeat_ms", "rate_per_s", "burst",
                "snapshot_every", "md_port", "md_record", "grpc_port",
                "md_multicast", "md_multicast_interface", "md_multicast_ttl",
+               "http_weight_per_minute", "http_orders_per_10s", "http_orders_per_day",
                "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll",
                "metrics_port"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
@@ -55,6 +56,9 @@ class ServeConfig:
     md_multicast: str = ""  # "GROUP:PORT" (e.g. 239.77.0.0:9003): the feed by UDP multicast too ("": off)
     md_multicast_interface: str = "127.0.0.1"  # where the datagrams go out
     md_multicast_ttl: int = 0  # 0: this host only; 1: the local network
+    http_weight_per_minute: int = 6000  # the HTTP edge's REQUEST_WEIGHT limit per IP (Binance's)
+    http_orders_per_10s: int = 100  # its ORDERS limits per account (Binance's)
+    http_orders_per_day: int = 200_000
     grpc_port: int = 0  # the feed over gRPC streaming, in the market-data stage (0: off; needs md_port)
     metrics_port: int = 9100  # Prometheus /metrics (0: off)
     data: str = "microex-data"
@@ -150,6 +154,9 @@ class ServeConfig:
                                  f"address (the interface's own)") from None
             if not 0 <= self.md_multicast_ttl <= 255:
                 raise ValueError("md_multicast_ttl must be 0..255")
+        for name in ("http_weight_per_minute", "http_orders_per_10s", "http_orders_per_day"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer")
 
     def override(self, **flags) -> ServeConfig:
         names = {f.name for f in fields(self)}

@@ -35,6 +35,7 @@ class HttpSettings:
     metrics: str | None = None  # the venue's MetricsBlock, for the dashboard's health JSON
     rings: list[tuple[str, str]] = field(default_factory=list)  # (label, shared-memory name) for ring fill
     gateways: int = 1
+    limits: tuple[int, int, int] = (6000, 100, 200_000)  # request weight a minute per IP; orders per 10 s, per day
 
 
 async def start_http(s: HttpSettings):
@@ -43,12 +44,13 @@ async def start_http(s: HttpSettings):
 
     from microex.app.dashboard_routes import add_dashboard_routes
     from microex.binance.app import build_app, make_state
+    from microex.binance.limits import Limiter
     from microex.binance.auth import Key
     from microex.binance.edge import Edge
 
     edge = Edge(s.data, s.decimals, inbound=s.inbound, run=s.run, history_commands=s.history_commands)
     edge.catch_up()
-    st = make_state(edge, [Key(k, sec, acc) for k, sec, acc in s.keys])
+    st = make_state(edge, [Key(k, sec, acc) for k, sec, acc in s.keys], Limiter(*s.limits))
     app = build_app(st)
     add_dashboard_routes(app, s.metrics, s.rings, s.gateways)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -58,6 +58,8 @@ def _doc(**serve):
     (lambda d: d["serve"].update(md_multicast="239.77.0.0"), "GROUP:PORT"),
     (lambda d: d["serve"].update(md_multicast="239.77.0.0:9003", md_port=0), "md_multicast needs"),
     (lambda d: d["serve"].update(md_multicast="239.77.0.0:9003", md_multicast_ttl=300), "0..255"),
+    (lambda d: d["serve"].update(http_weight_per_minute=0), "http_weight_per_minute must be a positive"),
+    (lambda d: d["serve"].update(http_orders_per_10s="x"), "http_orders_per_10s must be a positive"),
 ])
 def test_config_errors_name_the_field(change, message):
     doc = _doc()
