@@ -35,7 +35,7 @@ from microex.client.md_book import OrderBookReplica, warm_up
 from microex.client.md_events import FeedEvents
 from microex.client.md_protocol import MarketDataProtocol
 from microex.core.records import MD_UPDATE, MdMsg
-from microex.marketdata.raw import concat
+from microex.core.raw import concat
 from microex.protocol.md_binary import SERVER_MESSAGES, DecodeError, MdDecoder, MdFrameEncoder, SubFlag
 
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from microex.client.md_book import OrderBookReplica
 from microex.core.records import MD_UPDATE, BookFlag, MdKind, MdMsg
-from microex.marketdata.raw import concat, take
+from microex.core.raw import concat, take
 from microex.protocol.md_binary import (
     SERVER_MESSAGES,
     DecodeError,

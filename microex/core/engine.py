@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from microex.core import raw
 from microex.core.config import EngineConfig
 from microex.core.idmap import id_map_full, id_map_grown, id_map_new
 from microex.core.matching import EVENTS_SLACK, process_batch
@@ -84,13 +85,10 @@ class MatchingEngine:
     def process(self, cmds: np.ndarray) -> np.ndarray:
         """Run every command; return all their events (a copy)."""
         chunks: list[np.ndarray] = []
-        total = self.run(cmds, lambda ev: chunks.append(ev.copy()))
-        out = np.zeros(total, dtype=EVENT)  # not concatenate/empty: padding bytes must be zero
-        pos = 0
-        for chunk in chunks:
-            out[pos : pos + len(chunk)] = chunk
-            pos += len(chunk)
-        return out
+        self.run(cmds, lambda ev: chunks.append(raw.copy(ev)))  # byte copies: padding stays as written (zero)
+        if len(chunks) == 1:
+            return chunks[0]
+        return raw.concat(chunks, EVENT)
 
     def _make_room(self, stalled: bool) -> None:
         """The kernel stopped early: grow the id map, or the event buffer if even

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from microex.core import raw
 from microex.core.config import EngineConfig
 from microex.core.engine import MatchingEngine
 from microex.core.records import COMMAND, Action
@@ -33,7 +34,7 @@ class InProcessEngineLink:
         self._on_events = on_events
 
     def submit(self, cmds: np.ndarray) -> None:
-        cmds = cmds.copy()
+        cmds = raw.copy(cmds)  # the caller's array stays as it was
         cmds["seq"] = np.arange(self.seq + 1, self.seq + len(cmds) + 1)
         self.seq += len(cmds)
         events = self.engine.process(cmds)

@@ -52,8 +52,8 @@ from microex.marketdata.level_log import LevelLog
 from microex.marketdata.multicast import MulticastFeed
 from microex.marketdata.pending import UPDATES, Pending, bytes_for
 from microex.marketdata.pending import last_seq as pending_last_seq
-from microex.marketdata import raw
-from microex.marketdata.raw import take
+from microex.core import raw
+from microex.core.raw import take
 from microex.marketdata.socket_send import send_each
 from microex.marketdata.state import book_frames
 from microex.marketdata.subscription import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from microex.core.records import MD_UPDATE, MdMsg
-from microex.marketdata.raw import take
+from microex.core.raw import take
 
 
 class LevelLog:

@@ -20,7 +20,7 @@ import collections
 import numpy as np
 
 from microex.core.records import MdKind
-from microex.marketdata import raw
+from microex.core import raw
 from microex.protocol.md_binary import SubFlag
 
 UPDATES = 0

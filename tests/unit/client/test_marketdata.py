@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from microex.client.md_book import OrderBookReplica
 from microex.client.md_protocol import BookChanged, MarketDataProtocol, Trades
 from microex.core.records import MD_UPDATE, MdKind, MdMsg
-from microex.marketdata.raw import concat
+from microex.core.raw import concat
 from microex.protocol.md_binary import CLIENT_MESSAGES, MdDecoder
 
 from tests.unit.marketdata._venue import Venue, frames

@@ -26,7 +26,7 @@ from microex.client.md_protocol import (
 )
 from microex.core.records import MdKind, MdMsg
 from microex.marketdata.multicast import MAX_DATAGRAM, frame_cuts
-from microex.marketdata.raw import take
+from microex.core.raw import take
 from microex.protocol.md_binary import (
     CLIENT_MESSAGES,
     DecodeError,

@@ -9,7 +9,7 @@ from microex.client import marketdata
 from microex.client.marketdata import MarketDataClient
 from microex.client.md_protocol import Trades
 from microex.core.records import MdKind
-from microex.marketdata.raw import take
+from microex.core.raw import take
 from tests.unit.client.test_md_multicast import (
     BASE,
     RecoveryPort,

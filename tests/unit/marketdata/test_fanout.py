@@ -12,7 +12,7 @@ import pytest
 from microex.client.md_protocol import MarketDataProtocol, Status, Trades
 from microex.core.records import BookFlag, MdMsg, MdReason
 from microex.marketdata.fanout import Fanout
-from microex.marketdata.raw import take
+from microex.core.raw import take
 from microex.protocol.md_binary import SERVER_MESSAGES, MdDecoder, MdStatus, SubFlag
 
 from tests.unit.marketdata._venue import FakeTransport, Venue

@@ -14,7 +14,7 @@ from microex.client.md_protocol import MarketDataProtocol
 from microex.core.records import MdMsg
 from microex.marketdata.fanout import Fanout
 from microex.marketdata.multicast import MulticastFeed, frame_cuts, group_address, parse_endpoint
-from microex.marketdata.raw import take
+from microex.core.raw import take
 from microex.protocol.md_binary import SERVER_MESSAGES, MdDecoder, MdStatus, SubFlag
 
 from tests.unit.marketdata._venue import FakeTransport, Venue

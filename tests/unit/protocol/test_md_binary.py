@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microex.core.records import MD_BBO, MD_CANDLE, MD_TICKER, MD_UPDATE, MdMsg, MdReason
-from microex.marketdata.raw import concat
+from microex.core.raw import concat
 from microex.marketdata.state import MarketState
 from microex.protocol.binary import MAX_FRAME_SIZE, DecodeError, ProtocolReason
 from microex.protocol.md_binary import (CLIENT_MESSAGES, DTYPES, SERVER_MESSAGES, Messages, MdDecoder, MdFrameEncoder,
