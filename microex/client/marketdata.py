@@ -38,12 +38,9 @@ from typing import Self
 
 from microex.client.md_book import OrderBookReplica, warm_up
 from microex.client.md_events import FeedEvents
-from microex.client.md_multicast import (
-    DatagramReceiver,
-    group_address,
-    multicast_socket,
-)
+from microex.client.md_multicast import DatagramReceiver, multicast_socket
 from microex.client.md_protocol import MarketDataProtocol
+from microex.marketdata.multicast import group_address
 from microex.protocol.md_binary import SubFlag
 
 

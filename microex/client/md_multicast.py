@@ -14,8 +14,6 @@ import logging
 import socket
 from collections.abc import Callable
 
-from microex.marketdata.multicast import group_address  # noqa: F401 (the receiver's side of the addressing)
-
 log = logging.getLogger("microex.client.marketdata")
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: beyond rmem_max, with CAP_NET_ADMIN
@@ -55,14 +53,8 @@ class DatagramReceiver(asyncio.DatagramProtocol):
 
     def __init__(self, on_datagram: Callable[[bytes], None]) -> None:
         self.on_datagram = on_datagram
-        self.transport: asyncio.DatagramTransport | None = None
-        self.received = 0
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self.received += 1
         self.on_datagram(data)
 
     def error_received(self, exc: Exception) -> None:

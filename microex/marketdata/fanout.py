@@ -292,13 +292,17 @@ class Fanout:
         entries = self.pending.pop(i)
         if not entries:
             return
+        made: dict[int, bytes] = {}  # streams -> bytes: the multicast's are a DEFAULT group's too
         if self.multicast is not None:  # first: one send reaches every receiver of the group
-            self.multicast.send(i, bytes_for(entries, _STREAMS))
+            made[_STREAMS] = bytes_for(entries, _STREAMS)
+            self.multicast.send(i, made[_STREAMS])
         last = pending_last_seq(entries)
         for streams, g in self._groups(i).items():
             if last:
                 self.last_seqs[g.slots] = last
-            data = bytes_for(entries, streams)
+            data = made.get(streams)
+            if data is None:
+                data = bytes_for(entries, streams)
             if data:
                 self.sends[g.slots] += 1
                 self._send(g, data)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microex.client.marketdata import MarketDataClient
-from microex.client.md_multicast import group_address, multicast_socket
+from microex.client.md_multicast import multicast_socket
 from microex.client.md_protocol import (
     BookChanged,
     MarketDataProtocol,
@@ -25,7 +25,7 @@ from microex.client.md_protocol import (
     Violation,
 )
 from microex.core.records import MdKind, MdMsg
-from microex.marketdata.multicast import MAX_DATAGRAM, frame_cuts
+from microex.marketdata.multicast import MAX_DATAGRAM, frame_cuts, group_address
 from microex.core.raw import take
 from microex.protocol.md_binary import (
     CLIENT_MESSAGES,
