@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--bin-port", type=int, help="binary order-entry port (default 9001)")
     sv.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8080)")
     sv.add_argument("--gateways", type=int, help="gateway processes sharing the ports (SO_REUSEPORT)")
+    sv.add_argument("--colocated", action="store_true", default=None,
+                    help="serve the binary port from the engine process (no gateway process: lowest latency)")
     sv.add_argument("--fsync", help="journal fsync policy: none, batch, interval:N (default batch)")
     sv.add_argument("--md-port", type=int, help="binary market-data feed port (default 9002, 0: none)")
     sv.add_argument("--md-record", help="record the market-data feed into files in this directory")

@@ -4,6 +4,9 @@
     (asyncio on uvloop,                        (sequencer, journal,                 supervisor (consumer 0)
      binary TCP port, SO_REUSEPORT)             matching core, snapshots)
 
+    colocated = true: no gateway process; the engine process serves the binary port
+    from its own loop (gateway/colocated.py), with gateway 0's id ranges.
+
 The supervisor (this process) owns the rings and the child processes:
 1. Data directory: created on first use with the venue config (engine.json fixes
    the engine's identity); a later start recovers from it and keeps its venue.
@@ -11,7 +14,8 @@ The supervisor (this process) owns the rings and the child processes:
    inbound ring per gateway; outbound consumer 0 is the supervisor.
 3. First start only: the config's deposits and reference prices, as commands
    through ring 0 (journaled like any order, so they survive restarts).
-4. Gateway processes (each with its disjoint engine order-id range for this run).
+4. Gateway processes (each with its disjoint engine order-id range for this run), or,
+   colocated, none: the engine listened on the binary port before it said it was ready.
 5. Until SIGINT/SIGTERM: drain consumer 0 (it must keep up or it would gate the
    engine), count commands and events, print a status line.
 6. Stop: gateways first (LOGOUT SHUTDOWN; cancel-on-disconnect cancels reach the
@@ -85,33 +89,30 @@ class Venue:
                                           "gateways": cfg.gateways, "fsync": cfg.fsync, "first_start": first})
         self.console.print(f"starting the engine on {data.root} (run {run}) ...")
         self.metrics = MetricsBlock.create(f"mxm{os.getpid()}x{time.monotonic_ns() % 10**9}")
+        procs = 0 if cfg.colocated else cfg.gateways  # gateway processes, each a ring producer and consumer
         self.pipe = LocalPipeline(str(data.root), fsync=cfg.fsync, snapshot_every=cfg.snapshot_every,
-                                  producers=1 + cfg.gateways + (1 if cfg.http_port else 0),
-                                  consumers=1 + cfg.gateways + (1 if cfg.md_port else 0),
+                                  producers=1 + procs + (1 if cfg.http_port else 0),
+                                  consumers=1 + procs + (1 if cfg.md_port else 0),
                                   idle_spin_us=-1 if cfg.busy_poll else cfg.engine_spin_us,
-                                  cpu=cfg.engine_cpu, metrics=self.metrics.name)
+                                  cpu=cfg.engine_cpu, metrics=self.metrics.name,
+                                  gateway=self._gateway_settings(0, run, str(data.root)) if cfg.colocated else None)
         if first:
             self._bootstrap()
         ctx = mp.get_context("spawn")
-        ready = [ReadyFlag(ctx) for _ in range(cfg.gateways)]
-        for k in range(cfg.gateways):
-            gs = GatewaySettings(gateway_no=k, inbound=self.pipe.inbounds[1 + k].name, outbound=self.pipe.outbound.name,
-                                 consumer_index=1 + k, api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
-                                 heartbeat_ms=cfg.heartbeat_ms, rate_per_s=cfg.rate_per_s, burst=cfg.burst, run=run,
-                                 ack_spin_us=cfg.ack_spin_us, busy_poll=cfg.busy_poll, metrics=self.metrics.name,
-                                 data=str(data.root),
-                                 cpu=cfg.gateway_cpus[k % len(cfg.gateway_cpus)] if cfg.gateway_cpus else None)
+        ready = [ReadyFlag(ctx) for _ in range(procs)]
+        for k in range(procs):
+            gs = self._gateway_settings(k, run, str(data.root))
             p = ctx.Process(target=run_child, args=(gateway_main, gs, ready[k]), daemon=True, name=f"microex-gateway-{k}")
             p.start()
             self.gateways.append(p)
         if cfg.metrics_port:
             rings = [("inbound.supervisor", self.pipe.inbounds[0]), ("outbound", self.pipe.outbound)]
-            rings += [(f"inbound.gateway{k}", r) for k, r in enumerate(self.pipe.inbounds[1 : 1 + cfg.gateways])]
+            rings += [(f"inbound.gateway{k}", r) for k, r in enumerate(self.pipe.inbounds[1 : 1 + procs])]
             self.metrics_server = serve_metrics(MetricsCollector(self.metrics, rings, cfg.gateways), cfg.metrics_port,
                                                 cfg.host)
         md_ready = ReadyFlag(ctx)
         if cfg.md_port:  # the market-data stage: the outbound ring's last consumer
-            ms = MdSettings(data=str(data.root), outbound=self.pipe.outbound.name, consumer_index=1 + cfg.gateways,
+            ms = MdSettings(data=str(data.root), outbound=self.pipe.outbound.name, consumer_index=1 + procs,
                             host=cfg.host, md_port=cfg.md_port, grpc_port=cfg.grpc_port,
                             record=cfg.md_record or None, multicast=cfg.md_multicast,
                             multicast_interface=cfg.md_multicast_interface, multicast_ttl=cfg.md_multicast_ttl)
@@ -119,7 +120,7 @@ class Venue:
             self.md.start()
         http_ready = ReadyFlag(ctx)
         if cfg.http_port:  # the Binance-compatible HTTP edge: the last inbound ring, tails the journal
-            hs = HttpSettings(data=str(data.root), inbound=self.pipe.inbounds[1 + cfg.gateways].name,
+            hs = HttpSettings(data=str(data.root), inbound=self.pipe.inbounds[1 + procs].name,
                               keys=[(k.api_key, k.secret, k.account) for k in cfg.api_keys], decimals=cfg.decimals,
                               host=cfg.host, http_port=cfg.http_port, run=run, metrics=self.metrics.name,
                               rings=self._ring_names(), gateways=cfg.gateways,
@@ -144,6 +145,17 @@ class Venue:
             self._drain()
             if not self.http.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the HTTP edge did not start (is port {cfg.http_port} in use?)")
+
+    def _gateway_settings(self, k: int, run: int, data: str) -> GatewaySettings:
+        """Gateway k's settings; colocated, gateway 0's are the engine's (its rings unused)."""
+        cfg = self.cfg
+        colocated = cfg.colocated
+        return GatewaySettings(gateway_no=k, inbound="" if colocated else self.pipe.inbounds[1 + k].name,
+                               outbound="" if colocated else self.pipe.outbound.name, consumer_index=1 + k,
+                               api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
+                               heartbeat_ms=cfg.heartbeat_ms, rate_per_s=cfg.rate_per_s, burst=cfg.burst, run=run,
+                               ack_spin_us=cfg.ack_spin_us, busy_poll=cfg.busy_poll, metrics=self.metrics.name,
+                               data=data, cpu=cfg.gateway_cpus[k % len(cfg.gateway_cpus)] if cfg.gateway_cpus else None)
 
     def _ring_names(self) -> list[tuple[str, str]]:
         """(label, shared-memory name) of every ring, for metrics and the dashboard."""
@@ -256,8 +268,10 @@ class Venue:
     def banner(self) -> None:
         cfg, c = self.cfg, self.console
         venue = cfg.venue
+        where = ("served by the engine process (colocated)" if cfg.colocated
+                 else f"{cfg.gateways} gateway process{'es' if cfg.gateways > 1 else ''}")
         c.print(f"[bold]microex venue[/] on {cfg.host}: binary order entry on port {cfg.bin_port} "
-                f"({cfg.gateways} gateway process{'es' if cfg.gateways > 1 else ''}), data in {cfg.data}, "
+                f"({where}), data in {cfg.data}, "
                 f"fsync={cfg.fsync}")
         if cfg.md_port:
             c.print(f"market data: binary feed on port {cfg.md_port}"
@@ -289,7 +303,7 @@ def main(args) -> int:
     else:
         cfg = demo_config(args.data or "microex-data")
     cfg.override(data=args.data, host=args.host, bin_port=args.bin_port, http_port=args.http_port,
-                 gateways=args.gateways, fsync=args.fsync, metrics_port=getattr(args, "metrics_port", None))
+                 gateways=args.gateways, fsync=args.fsync, colocated=getattr(args, "colocated", None), metrics_port=getattr(args, "metrics_port", None))
     cfg.override(md_port=getattr(args, "md_port", None), md_record=getattr(args, "md_record", None),
                  md_multicast=getattr(args, "md_multicast", None),
                  grpc_port=getattr(args, "grpc_port", None))

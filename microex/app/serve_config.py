@@ -28,7 +28,7 @@ _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "he
                "md_multicast", "md_multicast_interface", "md_multicast_ttl",
                "http_weight_per_minute", "http_orders_per_10s", "http_orders_per_day",
                "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll",
-               "metrics_port"}
+               "metrics_port", "colocated"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
 _INSTRUMENT_EDGE_KEYS = ("ref_price",)
 DEMO_ACCOUNTS = 10
@@ -64,6 +64,9 @@ class ServeConfig:
     data: str = "microex-data"
     fsync: str = "batch"
     gateways: int = 1
+    # colocated: the engine process serves the binary port itself (no gateway process, no ring
+    # hops between a session and the core: gateway/colocated.py); one gateway's worth of sessions
+    colocated: bool = False
     heartbeat_ms: int = 1000
     rate_per_s: float = 100_000.0  # per session: the fast path is for programs
     burst: float | None = None
@@ -140,6 +143,8 @@ class ServeConfig:
             raise ValueError("api_key values must be unique and 8..32 bytes long (they travel in LOGIN's 32 bytes)")
         if not 1 <= self.gateways <= 16:
             raise ValueError("gateways must be 1..16")
+        if self.colocated and self.gateways != 1:
+            raise ValueError("colocated serves the binary port from the engine process: gateways must be 1")
         if self.grpc_port and not self.md_port:
             raise ValueError("grpc_port needs the market-data stage (md_port 0 turns it off)")
         if self.md_multicast:

@@ -35,3 +35,11 @@ def concat(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
 def copy(recs: np.ndarray) -> np.ndarray:
     """A byte-exact copy (recs may be a view of a buffer that is about to be reused)."""
     return recs.view(_void(recs.dtype)).copy().view(recs.dtype)
+
+
+def put(dst: np.ndarray, at: int, src: np.ndarray) -> int:
+    """dst[at : at + len(src)] = src, byte-exact (same dtype); returns at + len(src)."""
+    v = _void(dst.dtype)
+    end = at + len(src)
+    dst.view(v)[at:end] = src.view(v)
+    return end

@@ -64,6 +64,7 @@ class EngineSettings:
     gc_freeze: bool = True  # freeze start-up objects out of the GC's way
     metrics: str | None = None  # shared-memory name of the MetricsBlock to count into
     idle_spin_us: int = 0  # after the last command, poll this long (yielding) before blocking; < 0: never block
+    gateway: object | None = None  # GatewaySettings: serve the binary port from this loop (colocated mode)
 
 
 class EngineLoop:
@@ -102,6 +103,11 @@ class EngineLoop:
                 write(events)
                 count_events(words, events)
         clock = time.perf_counter_ns
+        gateway = self._gateway(metrics)
+        if gateway is not None:
+            def sink(events, sink=sink, reports=gateway.on_events):
+                sink(events)
+                reports(events)
         cmds = np.zeros(s.batch, dtype=COMMAND)
         marker = np.zeros(1, dtype=EVENT)
         marker["kind"] = EventKind.BATCH
@@ -110,6 +116,28 @@ class EngineLoop:
         since_snapshot = 0
         busy = False
         idle_sync = journal.policy.mode == "interval"  # batch synced at append; none never syncs
+
+        def run_batch(batch: np.ndarray) -> None:
+            nonlocal last_seq
+            t0 = clock()
+            n = len(batch)
+            batch["seq"] = np.arange(last_seq + 1, last_seq + n + 1)
+            unstamped = batch["ts_ns"] == 0
+            if unstamped.any():
+                batch["ts_ns"][unstamped] = time.time_ns()
+            journal.append(batch)
+            t1 = clock()
+            last_seq += n
+            engine.run(batch, sink)
+            marker["seq"] = last_seq
+            marker["qty_lots"] = n
+            out.write(marker)
+            for c in consumers:
+                c.commit()
+            if words is not None:
+                count_commands(words, batch, clock() - t0, t1 - t0, HEADER_SIZE + n * RECORD_SIZE, last_seq,
+                               journal.durable_seq)
+
         if s.gc_freeze:
             gc.collect()
             gc.freeze()  # everything built so far is permanent: the loop allocates no Python objects per event
@@ -118,10 +146,14 @@ class EngineLoop:
                 n = 0
                 for c in consumers:
                     n += c.poll_into(cmds[n:], s.batch - n)
+                if gateway is not None:
+                    n = gateway.poll(cmds, n, s.batch)
                 if n == 0:
                     if idle_sync:
                         journal.sync()  # interval:N syncs at appends; when idle, catch up now
-                    if s.idle_spin_us < 0:  # busy-poll: never sleep, look at the flags every 50 ms
+                    if gateway is not None:
+                        self._idle_with_gateway(consumers, gateway, busy)
+                    elif s.idle_spin_us < 0:  # busy-poll: never sleep, look at the flags every 50 ms
                         wait_any(consumers, IDLE_TIMEOUT_S, IDLE_TIMEOUT_S, block=False)
                     else:
                         wait_any(consumers, IDLE_TIMEOUT_S, s.idle_spin_us * 1e-6 if busy else 0.0)
@@ -130,30 +162,17 @@ class EngineLoop:
                         self._snapshot(engine, last_seq)
                     continue
                 busy = True
-                t0 = clock()
-                batch = cmds[:n]
-                batch["seq"] = np.arange(last_seq + 1, last_seq + n + 1)
-                unstamped = batch["ts_ns"] == 0
-                if unstamped.any():
-                    batch["ts_ns"][unstamped] = time.time_ns()
-                journal.append(batch)
-                t1 = clock()
-                last_seq += n
-                engine.run(batch, sink)
-                marker["seq"] = last_seq
-                marker["qty_lots"] = n
-                out.write(marker)
-                for c in consumers:
-                    c.commit()
-                if words is not None:
-                    count_commands(words, batch, clock() - t0, t1 - t0, HEADER_SIZE + n * RECORD_SIZE, last_seq,
-                                   journal.durable_seq)
+                run_batch(cmds[:n])
                 since_snapshot += n
                 if self.snapshot_requested or (s.snapshot_every and since_snapshot >= s.snapshot_every):
                     self._snapshot(engine, last_seq)
                     if s.prune_journal:
                         journal.prune(last_seq + 1)
                     since_snapshot = 0
+            if gateway is not None:  # LOGOUT SHUTDOWN to its sessions; their cancel-on-disconnect runs now
+                owed = gateway.shutdown()
+                if len(owed):
+                    run_batch(owed)
             journal.sync()
             self._snapshot(engine, last_seq)
             log.info("stopped", extra={"seq": last_seq})
@@ -167,6 +186,41 @@ class EngineLoop:
             if metrics is not None:
                 metrics.close()
         return last_seq
+
+    def _gateway(self, metrics):
+        """Colocated mode: the binary port, listening before the engine says it is ready."""
+        gs = self.s.gateway
+        if gs is None:
+            return None
+        from microex.gateway.colocated import ColocatedGateway
+        from microex.gateway.process import first_order_id, first_session_id
+        from microex.gateway.session import GatewaySessions
+        from microex.pipeline.metrics import GATEWAY_WORDS, gateway_base
+
+        sessions = GatewaySessions(gs.api_keys, heartbeat_ms=gs.heartbeat_ms, rate_per_s=gs.rate_per_s,
+                                   burst=gs.burst, first_order_id=first_order_id(gs.run, gs.gateway_no),
+                                   first_session_id=first_session_id(gs.gateway_no))
+        counters = None
+        if metrics is not None:
+            base = gateway_base(gs.gateway_no)
+            counters = metrics.words[base : base + GATEWAY_WORDS]
+        gateway = ColocatedGateway(sessions, gs.host, gs.bin_port, counters=counters)
+        log.info("serving the binary port in the engine process", extra={"port": gateway.port})
+        return gateway
+
+    def _idle_with_gateway(self, consumers, gateway, busy: bool) -> None:
+        """Nothing to do: poll again at once (busy-poll, or spinning after activity), else sleep
+        until a ring, a socket or the gateway's timer needs the loop."""
+        spin = self.s.idle_spin_us
+        if spin < 0 or busy and spin > 0:
+            deadline = time.perf_counter() + (IDLE_TIMEOUT_S if spin < 0 else spin * 1e-6)
+            poll = gateway.epoll.poll
+            while time.perf_counter() < deadline and not self.stop:
+                if any(c.available() > 0 for c in consumers) or poll(0):
+                    return
+                os.sched_yield()
+            return
+        wait_any(consumers, gateway.timer_s, fds=(gateway.fileno(),))
 
     def _snapshot(self, engine, last_seq: int) -> None:
         self.snapshot_requested = False

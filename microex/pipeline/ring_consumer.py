@@ -179,7 +179,8 @@ class _CursorBarrier:
         return self._ring._fd(self._who)
 
 
-def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0, block: bool = True) -> bool:
+def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0, block: bool = True,
+             fds: tuple[int, ...] = ()) -> bool:
     """Block until any of `consumers` has a record, or `timeout` seconds pass; True if one has.
 
     First polls for `spin_s` seconds (yielding the core between polls, so a spinning
@@ -189,6 +190,7 @@ def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0, blo
     wake-up is lost) and sleeps in one select() over all their FIFOs. Without the
     fences (JIT disabled) select() wakes at least every 100 µs. With block=False it
     returns after the polling instead (a busy-polling engine that never sleeps).
+    `fds` (e.g. a colocated gateway's epoll fd) also end the sleep when readable.
     """
     for _ in range(64):
         for c in consumers:
@@ -212,9 +214,11 @@ def wait_any(consumers: list[Consumer], timeout: float, spin_s: float = 0.0, blo
                 return True
         if not FENCED:
             timeout = min(timeout, BlockingWaitStrategy.UNFENCED_POLL_S)
-        ready = select.select([b.wakeup_fd() for b in barriers], (), (), timeout)[0]
+        wakeups = [b.wakeup_fd() for b in barriers]
+        ready = select.select(wakeups + list(fds), (), (), timeout)[0]
         for fd in ready:
-            _drain(fd)
+            if fd not in fds:
+                _drain(fd)
         return any(c.available() > 0 for c in consumers)
     finally:
         for b in barriers:

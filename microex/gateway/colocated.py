@@ -1,0 +1,286 @@
+"""ColocatedGateway: the binary port served from the engine process's own loop (`colocated = true`).
+
+    TCP clients  <->  ColocatedGateway  <->  GatewaySessions  <->  the engine loop (same thread)
+
+Why: with a gateway process, an order crosses two process hops (gateway -> inbound
+ring -> engine -> outbound ring -> gateway); on a 2-core VM each hop is a core
+handover or a wake-up. Here the engine's single writer thread also reads the
+sockets, so an order is read, journaled, matched and acknowledged in one turn of
+one loop, the way exchange-core runs its gateways inside the core's process.
+
+How it works (no asyncio: the engine loop calls it, it never blocks)
+- `poll(cmds, at, limit)`: one non-blocking epoll poll; accepts new connections,
+  reads every readable socket once and hands the bytes to `GatewaySessions.on_bytes`
+  (the same sessions, codec, fast path and transition table as a gateway process).
+  The read's commands are written into the engine's batch array `cmds[at:limit]`;
+  replies (rejects, login acks) are sent at once, before the batch runs, as a
+  gateway process writes them before submitting. A socket whose commands would
+  not fit in the batch is left readable for the next turn (epoll is
+  level-triggered): the batch bound is backpressure, nothing is dropped.
+- `on_events(events)`: the engine's events of a batch -> execution reports, one
+  send per connection.
+- Sends never block: what a socket does not take waits in that connection's
+  queue (EPOLLOUT then drains it, in order); past `max_write_buffer` queued bytes
+  the connection is a slow consumer and is aborted (cancel-on-disconnect applies).
+- A connection that ends (EOF, reset, LOGOUT, timeout, slow consumer) is unregistered
+  and closed once; its cancel-on-disconnect CANCELs go into the next batch.
+- `on_timer` (called by the loop every `timer_s`): heartbeats and idle timeouts.
+- `shutdown()`: LOGOUT SHUTDOWN to every session, close them: returns their
+  cancel-on-disconnect commands for the engine's last batch.
+Invariant: a session's bytes are decoded in the order they arrived and its reports
+are sent in event order, as with a gateway process; the engine order-id and session-id
+ranges are gateway 0's (`first_order_id(run, 0)`), so the HTTP edge's range (15)
+stays disjoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import select
+import socket
+import time
+
+import numpy as np
+
+from microex.core import raw
+from microex.core.records import COMMAND
+from microex.gateway.server import MAX_WRITE_BUFFER
+from microex.gateway.session import GatewaySessions
+from microex.pipeline.metrics import (
+    BUCKETS,
+    G_ACK_HIST,
+    G_BYTES_IN,
+    G_COMMANDS,
+    G_CONNECTIONS,
+    G_READ_HIST,
+    G_READS,
+    G_REPORT_BYTES,
+    G_SESSIONS,
+    G_SLOW,
+    GATEWAY_WORDS,
+    observe,
+)
+from microex.protocol.binary import ProtocolReason
+
+READ_CHUNK = 1 << 18  # as asyncio's largest read: the codec bounds frames, this bounds a read
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+log = logging.getLogger(__name__)
+
+
+class _Conn:
+    __slots__ = ("sock", "fd", "conn_id", "queued", "closing")
+
+    def __init__(self, sock: socket.socket, conn_id: int) -> None:
+        self.sock, self.fd, self.conn_id = sock, sock.fileno(), conn_id
+        self.queued = bytearray()  # bytes the socket has not taken yet, in order
+        self.closing = 0  # a reason + 1 once the sessions asked to close it after its last bytes
+
+
+class ColocatedGateway:
+    def __init__(self, sessions: GatewaySessions, host: str = "127.0.0.1", port: int = 0, *,
+                 max_write_buffer: int = MAX_WRITE_BUFFER, counters: np.ndarray | None = None,
+                 timer_s: float = 0.1) -> None:
+        self.sessions = sessions
+        self.max_write_buffer = max_write_buffer
+        self.timer_s = timer_s
+        self.counters = np.zeros(GATEWAY_WORDS, dtype=np.int64) if counters is None else counters
+        sessions.ack_hist = self.counters[G_ACK_HIST : G_ACK_HIST + BUCKETS + 1]
+        GatewaySessions.warm_up()
+        self.listener = socket.create_server((host, port), backlog=1024)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.epoll = select.epoll()
+        self.epoll.register(self.listener.fileno(), _IN)
+        self.conns: dict[int, _Conn] = {}  # by fd
+        self.by_id: dict[int, _Conn] = {}
+        self._ids = itertools.count(1)
+        self._later: list[np.ndarray] = []  # commands made outside poll (disconnects): the next batch's
+        self._next_timer = time.monotonic() + timer_s
+        self.closed_reasons: list[tuple[int, int]] = []
+
+    def fileno(self) -> int:
+        """The epoll fd: readable when any socket of the gateway is (for an idle loop's select)."""
+        return self.epoll.fileno()
+
+    # -- bytes in ----------------------------------------------------------------------------------
+
+    def poll(self, cmds: np.ndarray, at: int, limit: int) -> int:
+        """Read what is ready; write the commands into cmds[at:limit]; returns the new end."""
+        at = self._put_later(cmds, at, limit)
+        if time.monotonic() >= self._next_timer:
+            self._next_timer = time.monotonic() + self.timer_s
+            self._deliver(*self.sessions.on_timer())
+        if self._later:
+            return at  # commands still owed come before anything read after them
+        for fd, mask in self.epoll.poll(0):
+            conn = self.conns.get(fd)
+            if conn is None:
+                if fd == self.listener.fileno():
+                    self._accept()
+                continue
+            if mask & _OUT:
+                self._flush(conn)
+            elif conn.closing and mask & (select.EPOLLHUP | select.EPOLLERR):
+                self._end(conn, conn.closing - 1)  # the peer is gone: its queued bytes never will be
+            if mask & (_IN | select.EPOLLHUP | select.EPOLLERR) and fd in self.conns and not conn.closing:
+                if self._later:
+                    continue  # the batch is full: this socket stays readable for the next turn
+                at = self._read(conn, cmds, at, limit)
+        return self._put_later(cmds, at, limit)  # e.g. the cancels of connections that ended just now
+
+    def _put_later(self, cmds: np.ndarray, at: int, limit: int) -> int:
+        while self._later and len(self._later[0]) <= limit - at:
+            at = raw.put(cmds, at, self._later.pop(0))
+        return at
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of fds: try again next turn
+                log.warning("accept failed", extra={"errno": e.errno})
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, next(self._ids))
+            self.conns[conn.fd] = conn
+            self.by_id[conn.conn_id] = conn
+            self.sessions.on_connect(conn.conn_id)
+            self.epoll.register(conn.fd, _IN)
+            self.counters[G_CONNECTIONS] = len(self.conns)
+
+    def _read(self, conn: _Conn, cmds: np.ndarray, at: int, limit: int) -> int:
+        t0 = time.perf_counter_ns()
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return at
+        except OSError:
+            data = b""
+        if not data:
+            self._end(conn, 0)
+            return at
+        new, replies, closed = self.sessions.on_bytes(conn.conn_id, data)
+        if len(new) <= limit - at:
+            at = raw.put(cmds, at, new)
+        else:  # the session's state already counts them: they open the next batch
+            self._later.append(new)
+        if self.sessions.logins:
+            for conn_id, sid, account in self.sessions.logins:
+                log.info("login", extra={"conn": conn_id, "session": sid, "account": account})
+            self.sessions.logins.clear()
+        self._deliver(replies, closed)
+        c = self.counters
+        c[G_COMMANDS] += len(new)
+        c[G_READS] += 1
+        c[G_BYTES_IN] += len(data)
+        c[G_SESSIONS] = len(self.sessions.sessions)
+        observe(c, G_READ_HIST, time.perf_counter_ns() - t0)
+        return at
+
+    # -- bytes out ---------------------------------------------------------------------------------
+
+    def on_events(self, events: np.ndarray) -> None:
+        self._deliver(self.sessions.on_events(events), ())
+
+    def _deliver(self, replies: dict, closed) -> None:
+        for conn_id, data in replies.items():
+            conn = self.by_id.get(conn_id)
+            if conn is not None and not conn.closing:
+                self._send(conn, data)
+        for conn_id, reason in closed:
+            conn = self.by_id.get(conn_id)
+            if reason:
+                self.closed_reasons.append((conn_id, int(reason)))
+            log.info("session closed", extra={"conn": conn_id, "reason": int(reason)})
+            if conn is not None and not conn.closing:
+                conn.closing = int(reason) + 1
+                if conn.queued:
+                    self.epoll.modify(conn.fd, _OUT)  # no more reads: close once its bytes are out
+                else:
+                    self._end(conn, reason)
+
+    def _send(self, conn: _Conn, data: bytes) -> None:
+        self.counters[G_REPORT_BYTES] += len(data)
+        if conn.queued:
+            conn.queued += data
+        else:
+            try:
+                n = conn.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                self._end(conn, 0)
+                return
+            if n == len(data):
+                return
+            conn.queued += data[n:]
+            self.epoll.modify(conn.fd, _IN | _OUT)
+        if len(conn.queued) > self.max_write_buffer:
+            self.counters[G_SLOW] += 1
+            log.warning("slow consumer aborted", extra={"conn": conn.conn_id,
+                                                        "reason": int(ProtocolReason.SLOW_CONSUMER)})
+            self.closed_reasons.append((conn.conn_id, int(ProtocolReason.SLOW_CONSUMER)))
+            self._end(conn, int(ProtocolReason.SLOW_CONSUMER))
+
+    def _flush(self, conn: _Conn) -> None:
+        try:
+            n = conn.sock.send(conn.queued)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._end(conn, 0)
+            return
+        del conn.queued[:n]
+        if not conn.queued:
+            if conn.closing:
+                self._end(conn, conn.closing - 1)
+            else:
+                self.epoll.modify(conn.fd, _IN)
+
+    def _end(self, conn: _Conn, reason: int) -> None:
+        """Forget the connection and close its socket; its cancel-on-disconnect CANCELs wait for the next batch."""
+        if self.conns.pop(conn.fd, None) is None:
+            return
+        self.by_id.pop(conn.conn_id, None)
+        try:
+            self.epoll.unregister(conn.fd)
+        except OSError as e:
+            if e.errno != errno.EBADF:
+                raise
+        conn.sock.close()
+        cmds = self.sessions.on_disconnect(conn.conn_id)
+        if len(cmds):
+            self._later.append(cmds)
+        self.counters[G_CONNECTIONS] = len(self.conns)
+        self.counters[G_SESSIONS] = len(self.sessions.sessions)
+        log.info("disconnected", extra={"conn": conn.conn_id, "cancels": len(cmds), "reason": reason})
+
+    # -- stop --------------------------------------------------------------------------------------
+
+    def shutdown(self) -> np.ndarray:
+        """LOGOUT SHUTDOWN to every session, close every connection; returns the commands still owed
+        to the engine (cancel-on-disconnect and any held batch)."""
+        self.epoll.unregister(self.listener.fileno())
+        self.listener.close()
+        replies, closed = self.sessions.on_shutdown()
+        for conn_id, data in replies.items():
+            conn = self.by_id.get(conn_id)
+            if conn is not None:
+                conn.queued += data
+                try:
+                    conn.sock.setblocking(True)
+                    conn.sock.settimeout(0.5)  # a short grace for the LOGOUT; a client not reading loses it
+                    conn.sock.sendall(conn.queued)
+                except OSError:
+                    pass
+                conn.queued.clear()
+        for conn in list(self.conns.values()):
+            self._end(conn, int(ProtocolReason.SHUTDOWN))
+        self.epoll.close()
+        later, self._later = self._later, []
+        return raw.concat(later, COMMAND)
