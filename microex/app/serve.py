@@ -94,7 +94,7 @@ class Venue:
                                   producers=1 + procs + (1 if cfg.http_port else 0),
                                   consumers=1 + procs + (1 if cfg.md_port else 0),
                                   idle_spin_us=-1 if cfg.busy_poll else cfg.engine_spin_us,
-                                  cpu=cfg.engine_cpu, metrics=self.metrics.name,
+                                  cpu=cfg.engine_cpu, metrics=self.metrics.name, expected_orders=cfg.expected_orders,
                                   gateway=self._gateway_settings(0, run, str(data.root)) if cfg.colocated else None)
         if first:
             self._bootstrap()
@@ -155,7 +155,8 @@ class Venue:
                                api_keys=cfg.key_map(), host=cfg.host, bin_port=cfg.bin_port,
                                heartbeat_ms=cfg.heartbeat_ms, rate_per_s=cfg.rate_per_s, burst=cfg.burst, run=run,
                                ack_spin_us=cfg.ack_spin_us, busy_poll=cfg.busy_poll, metrics=self.metrics.name,
-                               data=data, cpu=cfg.gateway_cpus[k % len(cfg.gateway_cpus)] if cfg.gateway_cpus else None)
+                               data=data, cpu=cfg.gateway_cpus[k % len(cfg.gateway_cpus)] if cfg.gateway_cpus else None,
+                               expected_orders=cfg.expected_orders)
 
     def _ring_names(self) -> list[tuple[str, str]]:
         """(label, shared-memory name) of every ring, for metrics and the dashboard."""

@@ -28,7 +28,7 @@ _SERVE_KEYS = {"host", "http_port", "bin_port", "data", "fsync", "gateways", "he
                "md_multicast", "md_multicast_interface", "md_multicast_ttl",
                "http_weight_per_minute", "http_orders_per_10s", "http_orders_per_day",
                "engine_spin_us", "ack_spin_us", "engine_cpu", "gateway_cpus", "busy_poll",
-               "metrics_port", "colocated"}
+               "metrics_port", "colocated", "expected_orders"}
 _ACCOUNT_EDGE_KEYS = ("api_key", "secret", "deposit")
 _INSTRUMENT_EDGE_KEYS = ("ref_price",)
 DEMO_ACCOUNTS = 10
@@ -67,6 +67,10 @@ class ServeConfig:
     # colocated: the engine process serves the binary port itself (no gateway process, no ring
     # hops between a session and the core: gateway/colocated.py); one gateway's worth of sessions
     colocated: bool = False
+    # Order ids a run is sized for: the engine's id map and each gateway's id tables are built
+    # for this many at start. Past it a table doubles, rehashing every id of the run with the
+    # order path stopped (milliseconds at a million ids), so size it for the trading day.
+    expected_orders: int = 1 << 16
     heartbeat_ms: int = 1000
     rate_per_s: float = 100_000.0  # per session: the fast path is for programs
     burst: float | None = None
@@ -143,6 +147,8 @@ class ServeConfig:
             raise ValueError("api_key values must be unique and 8..32 bytes long (they travel in LOGIN's 32 bytes)")
         if not 1 <= self.gateways <= 16:
             raise ValueError("gateways must be 1..16")
+        if not isinstance(self.expected_orders, int) or not 1 <= self.expected_orders <= 1 << 30:
+            raise ValueError("expected_orders must be an integer in 1..2^30")
         if self.colocated and self.gateways != 1:
             raise ValueError("colocated serves the binary port from the engine process: gateways must be 1")
         if self.grpc_port and not self.md_port:

@@ -14,7 +14,7 @@ import numpy as np
 
 from microex.core import raw
 from microex.core.config import EngineConfig
-from microex.core.idmap import id_map_full, id_map_grown, id_map_new
+from microex.core.idmap import id_map_capacity, id_map_full, id_map_grown, id_map_new
 from microex.core.matching import EVENTS_SLACK, process_batch
 from microex.core.records import COMMAND, EVENT
 from microex.core.state import H_LIVE_ORDERS, L_COUNT, L_PRICE, L_QTY, allocate_state, views
@@ -50,6 +50,12 @@ class MatchingEngine:
         sigs = getattr(process_batch, "signatures", None)
         if sigs:  # a plain function under NUMBA_DISABLE_JIT
             self._kernel = process_batch.overloads[sigs[0]].entry_point
+
+    def reserve_ids(self, orders: int) -> None:
+        """Size the order-id map for `orders` more ids now, so no batch stops to double it
+        (a doubling rehashes every id of the run: milliseconds with the engine stopped)."""
+        while int(self.ids[0]) + orders > id_map_capacity(self.ids) >> 1:
+            self.ids = id_map_grown(self.ids)
 
     @property
     def live_orders(self) -> int:

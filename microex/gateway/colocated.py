@@ -46,8 +46,9 @@ import numpy as np
 
 from microex.core import raw
 from microex.core.records import COMMAND
+from microex.gateway.lane import FastLane
 from microex.gateway.server import MAX_WRITE_BUFFER
-from microex.gateway.session import GatewaySessions
+from microex.gateway.session import GatewaySessions, State, _rejects
 from microex.pipeline.metrics import (
     BUCKETS,
     G_ACK_HIST,
@@ -99,6 +100,9 @@ class ColocatedGateway:
         self._later: list[np.ndarray] = []  # commands made outside poll (disconnects): the next batch's
         self._next_timer = time.monotonic() + timer_s
         self.closed_reasons: list[tuple[int, int]] = []
+        self.lane = FastLane(sessions, self.epoll.fileno())
+        self.lane.warm_up()
+        self.clock = sessions.clock
 
     def fileno(self) -> int:
         """The epoll fd: readable when any socket of the gateway is (for an idle loop's select)."""
@@ -111,24 +115,55 @@ class ColocatedGateway:
         at = self._put_later(cmds, at, limit)
         if time.monotonic() >= self._next_timer:
             self._next_timer = time.monotonic() + self.timer_s
-            self._deliver(*self.sessions.on_timer())
+            self._timer()
         if self._later:
             return at  # commands still owed come before anything read after them
-        for fd, mask in self.epoll.poll(0):
+        lane = self.lane
+        t0 = time.perf_counter_ns()
+        at, nrej, nslow, reads, nbytes = lane.read(cmds, at, limit, self.clock())
+        if reads:
+            c = self.counters
+            c[G_READS] += reads
+            c[G_BYTES_IN] += nbytes
+            observe(c, G_READ_HIST, time.perf_counter_ns() - t0)
+        if nrej:
+            self._lane_rejects(nrej)
+        for k in range(nslow):
+            fd, mask, start, end = (int(v) for v in lane.slow[k])
             conn = self.conns.get(fd)
             if conn is None:
                 if fd == self.listener.fileno():
                     self._accept()
+                continue
+            self._leave(conn)
+            if start >= 0:  # bytes the lane read but did not take: the session layer's, in order
+                at = self._on_data(conn, bytes(lane.arena[start:end]), cmds, at, limit)
+                self._enter(conn)
                 continue
             if mask & _OUT:
                 self._flush(conn)
             elif conn.closing and mask & (select.EPOLLHUP | select.EPOLLERR):
                 self._end(conn, conn.closing - 1)  # the peer is gone: its queued bytes never will be
             if mask & (_IN | select.EPOLLHUP | select.EPOLLERR) and fd in self.conns and not conn.closing:
-                if self._later:
-                    continue  # the batch is full: this socket stays readable for the next turn
-                at = self._read(conn, cmds, at, limit)
+                if not self._later:  # else the batch is full: this socket stays readable for the next turn
+                    at = self._read(conn, cmds, at, limit)
+            self._enter(conn)
         return self._put_later(cmds, at, limit)  # e.g. the cancels of connections that ended just now
+
+    def _lane_rejects(self, n: int) -> None:
+        """EXEC_REJECTED for the lane's rejects (rate limit, duplicate id), per session in stream order."""
+        lane, now = self.lane, self.clock()
+        sidx = lane.rej_sidx[:n]
+        by_index = self.sessions._by_index
+        for s in dict.fromkeys(sidx.tolist()):
+            sess = by_index[s]
+            conn = self.by_id.get(sess.conn_id) if sess is not None else None
+            if conn is None:
+                continue
+            pick = sidx == s
+            ev = _rejects(int(pick.sum()), now, lane.rej_reason[:n][pick], lane.rej_inst[:n][pick],
+                          lane.rej_side[:n][pick])
+            self._send(conn, sess.encoder.exec_reports(ev, lane.rej_cid[:n][pick]))
 
     def _put_later(self, cmds: np.ndarray, at: int, limit: int) -> int:
         while self._later and len(self._later[0]) <= limit - at:
@@ -154,7 +189,6 @@ class ColocatedGateway:
             self.counters[G_CONNECTIONS] = len(self.conns)
 
     def _read(self, conn: _Conn, cmds: np.ndarray, at: int, limit: int) -> int:
-        t0 = time.perf_counter_ns()
         try:
             data = conn.sock.recv(READ_CHUNK)
         except (BlockingIOError, InterruptedError):
@@ -164,6 +198,13 @@ class ColocatedGateway:
         if not data:
             self._end(conn, 0)
             return at
+        c = self.counters
+        c[G_READS] += 1
+        c[G_BYTES_IN] += len(data)
+        return self._on_data(conn, data, cmds, at, limit)
+
+    def _on_data(self, conn: _Conn, data: bytes, cmds: np.ndarray, at: int, limit: int) -> int:
+        """The session layer's turn with a connection's bytes (its session out of the lane)."""
         new, replies, closed = self.sessions.on_bytes(conn.conn_id, data)
         if len(new) <= limit - at:
             at = raw.put(cmds, at, new)
@@ -174,18 +215,58 @@ class ColocatedGateway:
                 log.info("login", extra={"conn": conn_id, "session": sid, "account": account})
             self.sessions.logins.clear()
         self._deliver(replies, closed)
-        c = self.counters
-        c[G_COMMANDS] += len(new)
-        c[G_READS] += 1
-        c[G_BYTES_IN] += len(data)
-        c[G_SESSIONS] = len(self.sessions.sessions)
-        observe(c, G_READ_HIST, time.perf_counter_ns() - t0)
+        self.counters[G_SESSIONS] = len(self.sessions.sessions)
         return at
+
+    # -- the lane ----------------------------------------------------------------------------------
+
+    def _enter(self, conn: _Conn) -> None:
+        """Into the lane if only order frames can come next and nothing waits to be sent."""
+        sess = self.sessions.conns.get(conn.conn_id)
+        if (sess is not None and sess.state is State.LOGGED_IN and not sess.decoder.buffered
+                and not sess.decoder.closed and not conn.queued and not conn.closing and conn.fd in self.conns):
+            self.lane.enter(conn.fd, sess)
+
+    def _leave(self, conn: _Conn) -> None:
+        sess = self.sessions.conns.get(conn.conn_id)
+        if sess is not None:
+            self.lane.leave(sess)
+
+    def _timer(self) -> None:
+        """Heartbeats and idle timeouts read the sessions' times: every session leaves the lane for it."""
+        conns = list(self.conns.values())
+        for conn in conns:
+            self._leave(conn)
+        self._deliver(*self.sessions.on_timer())
+        for conn in conns:
+            self._enter(conn)
 
     # -- bytes out ---------------------------------------------------------------------------------
 
     def on_events(self, events: np.ndarray) -> None:
-        self._deliver(self.sessions.on_events(events), ())
+        """The engine's events -> execution reports: the lane sends those of its sessions."""
+        now = self.clock()
+        nseg, left = self.lane.send(events, now)
+        if not nseg:
+            return
+        buf = self.sessions._reports
+        self.counters[G_REPORT_BYTES] += int(buf.seg_end[nseg - 1])
+        if not left:
+            return
+        by_index, sent = self.sessions._by_index, self.lane.sent
+        for j in range(nseg):
+            a, b, r = int(buf.seg_start[j]), int(buf.seg_end[j]), int(sent[j])
+            if r == b - a:
+                continue
+            sess = by_index[int(buf.seg_sidx[j])]
+            if sess is None or sess.state is not State.LOGGED_IN:
+                continue  # disconnected (its orders may still trade or be cancelled)
+            conn = self.by_id.get(sess.conn_id)
+            if conn is None or conn.closing:
+                continue
+            self._leave(conn)
+            sess.last_sent_ns = now
+            self._send(conn, buf.out[a + max(r, 0) : b].tobytes(), counted=True)
 
     def _deliver(self, replies: dict, closed) -> None:
         for conn_id, data in replies.items():
@@ -204,8 +285,9 @@ class ColocatedGateway:
                 else:
                     self._end(conn, reason)
 
-    def _send(self, conn: _Conn, data: bytes) -> None:
-        self.counters[G_REPORT_BYTES] += len(data)
+    def _send(self, conn: _Conn, data: bytes, counted: bool = False) -> None:
+        if not counted:
+            self.counters[G_REPORT_BYTES] += len(data)
         if conn.queued:
             conn.queued += data
         else:
@@ -218,6 +300,7 @@ class ColocatedGateway:
                 return
             if n == len(data):
                 return
+            self._leave(conn)  # the lane must not send past queued bytes
             conn.queued += data[n:]
             self.epoll.modify(conn.fd, _IN | _OUT)
         if len(conn.queued) > self.max_write_buffer:
@@ -241,11 +324,14 @@ class ColocatedGateway:
                 self._end(conn, conn.closing - 1)
             else:
                 self.epoll.modify(conn.fd, _IN)
+                self._enter(conn)
 
     def _end(self, conn: _Conn, reason: int) -> None:
         """Forget the connection and close its socket; its cancel-on-disconnect CANCELs wait for the next batch."""
-        if self.conns.pop(conn.fd, None) is None:
+        if conn.fd not in self.conns:
             return
+        self._leave(conn)
+        del self.conns[conn.fd]
         self.by_id.pop(conn.conn_id, None)
         try:
             self.epoll.unregister(conn.fd)
@@ -267,6 +353,8 @@ class ColocatedGateway:
         to the engine (cancel-on-disconnect and any held batch)."""
         self.epoll.unregister(self.listener.fileno())
         self.listener.close()
+        for conn in self.conns.values():
+            self._leave(conn)
         replies, closed = self.sessions.on_shutdown()
         for conn_id, data in replies.items():
             conn = self.by_id.get(conn_id)

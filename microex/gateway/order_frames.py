@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from microex.core.records import Action, Reason
+from microex.gateway import client_ids
 from microex.gateway.orders import command_head, take_order_id
 from microex.protocol.binary import CANCEL, HEARTBEAT, MODIFY, NEW_ORDER, MsgType
 
@@ -47,7 +48,7 @@ def _int(buf, pos, nbytes):
 
 
 @njit(cache=True)
-def order_frames(buf, pos, expected, tokens, orders, session_id, sidx, account, now, eid0, base, owner_sidx,
+def order_frames(buf, pos, expected, tokens, cids, session_id, sidx, account, now, eid0, base, owner_sidx,
                  owner_cid, status, cmds, rej_cid, rej_reason, rej_inst, rej_side, rate_reason):
     """Returns (position reached, next expected seq, commands, rejects, tokens used, next engine id)."""
     n = buf.shape[0]
@@ -72,14 +73,14 @@ def order_frames(buf, pos, expected, tokens, orders, session_id, sidx, account, 
             if mtype == _NEW_T:
                 inst = np.int32(_int(buf, pos + 32, 4))
                 side = buf[pos + 36]
-                if limited or cid in orders:
+                if limited or client_ids.get(cids, sidx, np.int64(cid)) != 0:
                     rej_cid[r] = cid
                     rej_reason[r] = rate_reason if limited else _DUPLICATE
                     rej_inst[r] = inst
                     rej_side[r] = side
                     r += 1
                 else:
-                    take_order_id(orders, cid, eid, base, sidx, owner_sidx, owner_cid, status)
+                    take_order_id(cids, cid, eid, base, sidx, owner_sidx, owner_cid, status)
                     c = cmds[m]
                     command_head(c, now, eid, account, session_id, _A_NEW)
                     c.price_ticks = _int(buf, pos + 16, 8)
@@ -92,7 +93,7 @@ def order_frames(buf, pos, expected, tokens, orders, session_id, sidx, account, 
                     m += 1
                     eid += 1
             else:
-                known = orders.get(cid, 0) if not limited else 0
+                known = client_ids.get(cids, sidx, np.int64(cid)) if not limited else 0
                 if known == 0:
                     rej_cid[r] = cid
                     rej_reason[r] = rate_reason if limited else _UNKNOWN_ORDER

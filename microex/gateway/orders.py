@@ -26,10 +26,10 @@ skipped, so every gateway may read the same outbound ring.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.typed import Dict
+from numba import njit
 
 from microex.core.records import Action, EventKind, Reason
+from microex.gateway import client_ids
 from microex.pipeline.metrics import observe
 from microex.protocol.binary import DTYPES, EXEC_REPORT, Liquidity, MsgType
 
@@ -48,14 +48,10 @@ for _k, _t in ((_ACCEPTED, MsgType.EXEC_ACCEPTED), (_REJECTED, MsgType.EXEC_REJE
     _TYPE_OF[_k], _SIZE_OF[_k] = int(_t), DTYPES[_t].itemsize
 
 
-def new_client_map() -> Dict:
-    return Dict.empty(key_type=types.uint64, value_type=types.int64)
-
-
 @njit(cache=True, inline="always")
-def take_order_id(orders, cid, eid, base, sidx, owner_sidx, owner_cid, status):
+def take_order_id(cids, cid, eid, base, sidx, owner_sidx, owner_cid, status):
     """Session sidx's client id cid becomes engine id eid: sent, not yet acknowledged."""
-    orders[cid] = eid
+    client_ids.put(cids, sidx, np.int64(cid), eid)
     slot = eid - base
     owner_sidx[slot] = sidx
     owner_cid[slot] = cid
@@ -72,7 +68,7 @@ def command_head(c, now, order_id, account, session_id, action):
 
 
 @njit(cache=True)
-def new_order_commands(recs, allowed, orders, session_id, sidx, account, now, eid0, base, owner_sidx, owner_cid,
+def new_order_commands(recs, allowed, cids, session_id, sidx, account, now, eid0, base, owner_sidx, owner_cid,
                        status, cmds, rej_idx, rej_reason, rate_reason):
     """Returns (commands written, rejects written). cmds must be zeroed (padding bytes)."""
     m = 0
@@ -85,12 +81,12 @@ def new_order_commands(recs, allowed, orders, session_id, sidx, account, now, ei
             rej_reason[r] = rate_reason
             r += 1
             continue
-        if cid in orders:
+        if client_ids.get(cids, sidx, np.int64(cid)) != 0:
             rej_idx[r] = i
             rej_reason[r] = _DUPLICATE
             r += 1
             continue
-        take_order_id(orders, cid, eid, base, sidx, owner_sidx, owner_cid, status)
+        take_order_id(cids, cid, eid, base, sidx, owner_sidx, owner_cid, status)
         c = cmds[m]
         command_head(c, now, eid, account, session_id, _NEW)
         c.price_ticks = recs[i].price_ticks
@@ -106,10 +102,10 @@ def new_order_commands(recs, allowed, orders, session_id, sidx, account, now, ei
 
 
 @njit(cache=True)
-def lookup_orders(recs, allowed, orders, eids):
+def lookup_orders(recs, allowed, cids, sidx, eids):
     """Engine ids of a run's client ids (0: unknown, or past the `allowed` rate-limit tokens)."""
     for i in range(recs.shape[0]):
-        eids[i] = orders.get(recs[i].client_order_id, 0) if i < allowed else 0
+        eids[i] = client_ids.get(cids, sidx, np.int64(recs[i].client_order_id)) if i < allowed else 0
 
 
 @njit(cache=True)

@@ -50,6 +50,7 @@ class GatewaySettings:
     data: str | None = None  # the venue's data directory (logs go to <data>/logs/gateway-<n>.jsonl)
     run: int = 1  # how many times the venue has started on this data dir
     cpu: int | None = None
+    expected_orders: int = 1 << 12  # orders this gateway sends in a run: its id tables are sized for them
 
 
 async def serve_gateway(settings: GatewaySettings, ready=None) -> None:
@@ -61,7 +62,7 @@ async def serve_gateway(settings: GatewaySettings, ready=None) -> None:
     s = settings
     sessions = GatewaySessions(s.api_keys, heartbeat_ms=s.heartbeat_ms, rate_per_s=s.rate_per_s, burst=s.burst,
                                first_order_id=first_order_id(s.run, s.gateway_no),
-                               first_session_id=first_session_id(s.gateway_no))
+                               first_session_id=first_session_id(s.gateway_no), expected_orders=s.expected_orders)
     link = RingEngineLink(s.inbound, s.outbound, s.consumer_index, ack_spin_us=s.ack_spin_us)
     metrics = MetricsBlock.attach(s.metrics) if s.metrics else None
     counters = None

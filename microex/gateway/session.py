@@ -64,6 +64,7 @@ commands stay in order) until the events show it filled, cancelled or rejected.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
 from enum import IntEnum
@@ -72,7 +73,8 @@ import numpy as np
 
 from microex.core.records import COMMAND, EVENT, Action, EventKind, Reason
 from microex.gateway.order_frames import MIN_ORDER_FRAME, order_frames
-from microex.gateway.orders import OrderIdMap, ReportBuffers, lookup_orders, new_client_map, new_order_commands, route_reports
+from microex.gateway.client_ids import ClientIdMap
+from microex.gateway.orders import OrderIdMap, ReportBuffers, lookup_orders, new_order_commands, route_reports
 from microex.pipeline.metrics import BUCKETS
 from microex.protocol.binary import (
     CLIENT_MESSAGES,
@@ -100,6 +102,9 @@ class GatewayReason(IntEnum):
 assert min(GatewayReason) > max(ProtocolReason) and max(GatewayReason) <= 79
 
 
+log = logging.getLogger(__name__)
+
+
 class State(IntEnum):
     CONNECTED = 1
     LOGGED_IN = 2
@@ -114,7 +119,7 @@ class Session:
     """One connection's state."""
 
     __slots__ = ("conn_id", "state", "index", "session_id", "account", "cancel_on_disconnect", "decoder", "encoder",
-                 "last_recv_ns", "last_sent_ns", "tokens", "tokens_ns", "orders")
+                 "last_recv_ns", "last_sent_ns", "tokens", "tokens_ns")
 
     def __init__(self, conn_id: Hashable, index: int, encoder: FrameEncoder, now_ns: int, burst: float) -> None:
         self.conn_id = conn_id
@@ -129,7 +134,6 @@ class Session:
         self.last_sent_ns = now_ns
         self.tokens = float(burst)
         self.tokens_ns = now_ns
-        self.orders = new_client_map()  # client order id -> engine order id (a numba typed dict)
 
 
 class _SeqEncoder(FrameEncoder):
@@ -198,7 +202,7 @@ class GatewaySessions:
 
     def __init__(self, api_keys: Mapping[bytes, int], *, heartbeat_ms: int = 1000, rate_per_s: float = 1000.0,
                  burst: float | None = None, first_order_id: int = 1, first_session_id: int = 1,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 expected_orders: int = 1 << 12, clock: Callable[[], int] = time.time_ns) -> None:
         if first_order_id < 1 or heartbeat_ms < 1 or rate_per_s <= 0:
             raise ValueError("first_order_id, heartbeat_ms and rate_per_s must be positive")
         self.api_keys = {bytes(k).rstrip(b"\0"): int(v) for k, v in api_keys.items()}
@@ -209,7 +213,10 @@ class GatewaySessions:
         self.conns: dict[Hashable, Session] = {}
         self.sessions: dict[int, Session] = {}  # logged-in, not yet disconnected
         self._first_session = int(first_session_id)
-        self.ids = OrderIdMap(int(first_order_id))
+        # Sized for `expected_orders` (orders this gateway sends in a run): past it, each doubling
+        # copies or rehashes every id ever sent, with this gateway stopped (milliseconds).
+        self.ids = OrderIdMap(int(first_order_id), max(int(expected_orders), 16))
+        self.cids = ClientIdMap(expected_orders)  # (session, client order id) -> engine order id
         self._by_index: list[Session | None] = []  # logged-in sessions by index (None: not or no longer)
         self._next_seq = np.ones(64, dtype=np.int64)  # per session index: its next outgoing frame seq
         self._reports = ReportBuffers()
@@ -286,7 +293,7 @@ class GatewaySessions:
         buf = np.frombuffer(data, dtype=np.uint8)
         bound = len(data) // MIN_ORDER_FRAME
         ids = self.ids
-        ids.ensure(bound)
+        self.make_room(bound)
         cmds = np.zeros(bound, dtype=COMMAND)
         rej_cid = np.empty(bound, dtype=np.uint64)
         rej_reason = np.empty(bound, dtype=np.uint16)
@@ -295,7 +302,7 @@ class GatewaySessions:
         self._refill(sess, now)
         dec = sess.decoder
         pos, dec.expected_seq, m, r, used, ids.next_eid = order_frames(
-            buf, 0, dec.expected_seq, int(sess.tokens), sess.orders, sess.session_id, sess.index, sess.account, now,
+            buf, 0, dec.expected_seq, int(sess.tokens), self.cids.table, sess.session_id, sess.index, sess.account, now,
             ids.next_eid, ids.base, ids.owner_sidx, ids.owner_cid, ids.status, cmds, rej_cid, rej_reason, rej_inst,
             rej_side, int(GatewayReason.RATE_LIMITED))
         sess.tokens -= used
@@ -362,6 +369,12 @@ class GatewaySessions:
         if len(msgs.records) > 1:  # the rest of a run of LOGINs
             self._already_logged_in(sess, Messages(msgs.msg_type, msgs.records[1:]), out, now)
 
+    def make_room(self, n: int) -> None:
+        """Room for n more orders in the id tables (the kernels never grow them)."""
+        self.ids.ensure(n)
+        if self.cids.ensure(n):
+            log.warning("client-id table doubled", extra={"entries": len(self.cids), "expected_orders_too_low": True})
+
     def _refill(self, sess: Session, now: int) -> None:
         elapsed = max(now - sess.tokens_ns, 0)
         sess.tokens = min(self.burst, sess.tokens + elapsed * 1e-9 * self.rate_per_s)
@@ -391,11 +404,11 @@ class GatewaySessions:
         n = len(recs)
         allowed = self._take_tokens(sess, n, now)
         ids = self.ids
-        ids.ensure(n)
+        self.make_room(n)
         cmds = np.zeros(n, dtype=COMMAND)  # zeroed: padding bytes reach the journal
         rej_idx = np.empty(n, dtype=np.int64)
         rej_reason = np.empty(n, dtype=np.uint16)
-        m, r = new_order_commands(recs, allowed, sess.orders, sess.session_id, sess.index, sess.account, now,
+        m, r = new_order_commands(recs, allowed, self.cids.table, sess.session_id, sess.index, sess.account, now,
                                   ids.next_eid, ids.base, ids.owner_sidx, ids.owner_cid, ids.status, cmds,
                                   rej_idx, rej_reason, int(GatewayReason.RATE_LIMITED))
         ids.next_eid += m
@@ -413,7 +426,7 @@ class GatewaySessions:
         n = len(recs)
         allowed = self._take_tokens(sess, n, now)
         eids = np.empty(n, dtype=np.int64)
-        lookup_orders(recs, allowed, sess.orders, eids)
+        lookup_orders(recs, allowed, self.cids.table, sess.index, eids)
         ok = eids != 0
         if ok.all():
             return recs, eids

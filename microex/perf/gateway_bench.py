@@ -57,6 +57,7 @@ rate_per_s = 1e9
 snapshot_every = 0
 busy_poll = {busy_poll}
 colocated = {colocated}
+expected_orders = {expected_orders}
 metrics_port = {metrics_port}
 md_port = 0
 {pinning}
@@ -111,12 +112,12 @@ class BenchVenue(ServeProcess):
     """`microex serve` with the bench config, in a subprocess; its Prometheus metrics on a free port."""
 
     def __init__(self, fsync: str, port: int, busy_poll: bool, engine_cpu: int | None = None,
-                 gateway_cpu: int | None = None, colocated: bool = False) -> None:
+                 gateway_cpu: int | None = None, colocated: bool = False, expected_orders: int = 1 << 16) -> None:
         self.busy_poll = busy_poll
         self.port = port or free_port()
         self.metrics_port = free_port()
         config = BENCH_CONFIG.format(fsync=fsync, k1=KEYS[0].decode(), k2=KEYS[1].decode(),
-                                     busy_poll=str(busy_poll).lower(), colocated=str(colocated).lower(), pinning=_pinning(engine_cpu, gateway_cpu),
+                                     busy_poll=str(busy_poll).lower(), colocated=str(colocated).lower(), expected_orders=expected_orders, pinning=_pinning(engine_cpu, gateway_cpu),
                                      metrics_port=self.metrics_port)
         super().__init__(config, [self.port, self.metrics_port], ["--bin-port", str(self.port), "--http-port", "0"],
                          "mx-gwbench-")

@@ -30,11 +30,16 @@ How it works
   packet's time, so it can only overstate the earlier ones.
 - The process measures its own CPU time, so the report shows whether the load
   generator, not the venue, was the bottleneck.
+- The garbage collector is off while a fixed-rate run is measured (it is collected
+  just before): the loop makes only short-lived objects, and a collection of the
+  heap numpy and numba leave behind stalls it for milliseconds, which would be
+  charged to the venue as late sends.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import select
 import socket
@@ -210,6 +215,8 @@ def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np
     rejects = acked = sent = 0
     if on_start is not None:
         on_start()  # connected and prepared: the measured interval starts now
+    gc.collect()
+    gc.disable()  # a collection of the interpreter's heap stalls this loop for milliseconds (see the module doc)
     cpu0, t_wall0 = time.process_time(), time.perf_counter()
     t0 = time.perf_counter_ns() + 1_000_000
     sched = t0 + np.asarray(offsets_ns, dtype=np.int64)
@@ -249,6 +256,7 @@ def run_schedule(host: str, port: int, keys: tuple[bytes, bytes], offsets_ns: np
             select.select(socks, (), (), 0.001)
     cpu = time.process_time() - cpu0
     wall = time.perf_counter() - t_wall0
+    gc.enable()
     for c in conns:
         c.sock.close()
     return {"latency_ns": lat, "socket_latency_ns": sock_lat, "send_late_ns": sent_at - sched, "sched_ns": sched - t0, "cpu_s": cpu,

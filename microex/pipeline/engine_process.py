@@ -45,6 +45,7 @@ from microex.pipeline.metrics import MetricsBlock, count_commands, count_events
 from microex.pipeline.recovery import recover
 from microex.pipeline.ring import RingBuffer
 from microex.pipeline.ring_consumer import wait_any
+from microex.pipeline.sequencer import stamp
 from microex.pipeline.snapshot import write_snapshot
 
 IDLE_TIMEOUT_S = 0.05  # how often an idle engine looks at its stop/snapshot flags
@@ -65,6 +66,7 @@ class EngineSettings:
     metrics: str | None = None  # shared-memory name of the MetricsBlock to count into
     idle_spin_us: int = 0  # after the last command, poll this long (yielding) before blocking; < 0: never block
     gateway: object | None = None  # GatewaySettings: serve the binary port from this loop (colocated mode)
+    expected_orders: int = 0  # order ids the run is sized for: the id map is grown for them before the first batch
 
 
 class EngineLoop:
@@ -88,6 +90,7 @@ class EngineLoop:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGUSR1, self._on_snapshot)
         last_seq, digest, engine = recover(self.data)
+        engine.reserve_ids(s.expected_orders)
         log.info("recovered", extra={"seq": last_seq, "digest": digest, "fsync": s.fsync})
         journal = Journal.open(self.data.journal, s.fsync, start_seq=last_seq + 1)
         if journal.last_seq != last_seq:
@@ -106,8 +109,8 @@ class EngineLoop:
         gateway = self._gateway(metrics)
         if gateway is not None:
             def sink(events, sink=sink, reports=gateway.on_events):
+                reports(events)  # the clients' reports first: the ring's consumers are not waited on
                 sink(events)
-                reports(events)
         cmds = np.zeros(s.batch, dtype=COMMAND)
         marker = np.zeros(1, dtype=EVENT)
         marker["kind"] = EventKind.BATCH
@@ -121,10 +124,7 @@ class EngineLoop:
             nonlocal last_seq
             t0 = clock()
             n = len(batch)
-            batch["seq"] = np.arange(last_seq + 1, last_seq + n + 1)
-            unstamped = batch["ts_ns"] == 0
-            if unstamped.any():
-                batch["ts_ns"][unstamped] = time.time_ns()
+            stamp(batch, last_seq + 1, time.time_ns())
             journal.append(batch)
             t1 = clock()
             last_seq += n
@@ -199,7 +199,8 @@ class EngineLoop:
 
         sessions = GatewaySessions(gs.api_keys, heartbeat_ms=gs.heartbeat_ms, rate_per_s=gs.rate_per_s,
                                    burst=gs.burst, first_order_id=first_order_id(gs.run, gs.gateway_no),
-                                   first_session_id=first_session_id(gs.gateway_no))
+                                   first_session_id=first_session_id(gs.gateway_no),
+                                   expected_orders=gs.expected_orders)
         counters = None
         if metrics is not None:
             base = gateway_base(gs.gateway_no)

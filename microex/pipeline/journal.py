@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from microex.core.records import COMMAND
 
@@ -123,6 +124,19 @@ class FsyncPolicy:
         if self.mode == "interval":
             return f"interval:{self.interval_ms:g}"
         return self.mode
+
+
+@njit(cache=True)
+def _seq_span(records):
+    """(first seq, last seq, whether any two neighbours are not consecutive): one compiled pass,
+    not numpy's field views (a few µs on the one-command batches of a quiet venue)."""
+    first = records[0].seq
+    gap = False
+    for i in range(1, records.shape[0]):
+        if records[i].seq != first + i:
+            gap = True
+            break
+    return first, records[records.shape[0] - 1].seq, gap
 
 
 def encode_header(first_seq: int, count: int, body_crc: int) -> bytes:
@@ -360,11 +374,10 @@ class Journal:
         n = len(records)
         if n == 0:
             return self._last_seq
-        seq = records["seq"]
-        first, last = int(seq[0]), int(seq[-1])
+        first, last, gap = _seq_span(records)
         if first != self._next_seq:
             raise ValueError(f"journal append starts at seq {first}, expected {self._next_seq}")
-        if last - first != n - 1 or (n > 2 and not (seq[1:] - seq[:-1] == 1).all()):
+        if gap:
             raise ValueError(f"journal append: seqs {first}..{last} over {n} records are not contiguous")
         body = np.ascontiguousarray(records).view(np.uint8)
         header = encode_header(first, n, zlib.crc32(body))

@@ -75,7 +75,7 @@ class LocalPipeline:
                  inbound_slots: int = INBOUND_SLOTS, outbound_slots: int = OUTBOUND_SLOTS,
                  start_timeout: float = 300.0, cpu: int | None = None, gc_freeze: bool = True,
                  consumers: int = 1, producers: int = 1, idle_spin_us: int = 0,
-                 metrics: str | None = None, gateway=None) -> None:
+                 metrics: str | None = None, gateway=None, expected_orders: int = 0) -> None:
         tag = f"mx{os.getpid()}x{time.monotonic_ns() % 10**9}"
         self.inbounds = [RingBuffer.create(f"{tag}i{k}", COMMAND, inbound_slots, 1) for k in range(producers)]
         self.inbound = self.inbounds[0]
@@ -84,7 +84,7 @@ class LocalPipeline:
         settings = EngineSettings(data=data, inbound=[r.name for r in self.inbounds], outbound=self.outbound.name,
                                   fsync=fsync, batch=batch, snapshot_every=snapshot_every, cpu=cpu,
                                   gc_freeze=gc_freeze, idle_spin_us=idle_spin_us, metrics=metrics,
-                                  gateway=gateway)
+                                  gateway=gateway, expected_orders=expected_orders)
         self.proc = mp.get_context("spawn").Process(target=run_child, args=(engine_main, settings), daemon=True,
                                                     name="microex-engine")
         self.proc.start()
