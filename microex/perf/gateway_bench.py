@@ -4,16 +4,22 @@ Rows
 - gateway.order_to_ack.rate_<N>      N orders/s for --seconds: latency from each order's
                                      scheduled send time to its EXEC_ACCEPTED (p50, p99,
                                      p99.9; no coordinated omission, see perf/loadgen.py),
-                                     with the venue's latency setup: busy_poll, the engine and
-                                     the gateway pinned to their own CPUs
+                                     with the venue's latency setup: `colocated` (the engine
+                                     process serves the binary port), busy_poll, the engine on
+                                     one CPU and the load generator on the other
+- gateway.order_to_ack.rate_<N>.gateway_process
+                                     the same with a gateway process in front of the engine
+                                     (busy_poll, engine and gateway pinned): two ring hops more
 - gateway.order_to_ack.rate_<N>.fsync_batch
-                                     the same at the lowest rate with the journal synced to
-                                     disk before any event leaves the engine
+                                     the colocated setup at the lowest rate with the journal
+                                     synced to disk before any event leaves the engine
 - gateway.order_to_ack.rate_<N>.default_setup
-                                     the lowest rate with `microex serve`'s defaults (processes
-                                     sleep when idle): what an untuned venue gives
+                                     the lowest rate with `microex serve`'s defaults (a gateway
+                                     process, processes sleep when idle): what an untuned venue gives
 - gateway.max_rate                   orders/s acknowledged with pipelining (a window of
-                                     unacknowledged orders), median of --runs
+                                     unacknowledged orders), median of --runs, through a gateway
+                                     process (engine and gateway on a core each)
+- gateway.max_rate.colocated         the same through the colocated venue (one process, one core)
 - gateway.cold.idle_<us>              the gateway's read path (in-process engine, no sockets) called
                                      back to back and after idling 100 µs / 1 ms
 - gateway.baseline.<kind>.rate_<N>   the same load against less than a venue (perf/baseline_venues.py):
@@ -22,9 +28,9 @@ Rows
 Every row names the CPU the load generator used (cpu share of one core) and the venue's
 processes used, read from /proc, so a saturated load generator shows.
 
-The venue is a real `microex serve` subprocess (engine process + one gateway process) on
-a fresh data directory, with a bench config (one instrument, two funded accounts, rate
-limit off); the load generator is another process, connected over loopback.
+Each venue is a real `microex serve` subprocess on a fresh data directory, with a bench
+config (one instrument, two funded accounts, rate limit off, `expected_orders` sized for
+everything the bench sends it); the load generator is another process, connected over loopback.
 """
 
 from __future__ import annotations
@@ -94,8 +100,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-fsync-row", action="store_true", help="skip the fsync=batch latency row")
     parser.add_argument("--no-baselines", action="store_true", help="skip the echo and in-process baselines")
     parser.add_argument("--port", type=int, default=0, help="binary port (default: a free one)")
-    parser.add_argument("--engine-cpu", type=int, default=1, help="the latency setup's engine CPU")
-    parser.add_argument("--gateway-cpu", type=int, default=0, help="the latency setup's gateway CPU")
+    parser.add_argument("--colocated-cpu", type=int, default=0, help="the colocated latency setup's engine CPU")
+    parser.add_argument("--engine-cpu", type=int, default=1, help="the gateway-process latency setup's engine CPU")
+    parser.add_argument("--gateway-cpu", type=int, default=0, help="the gateway-process latency setup's gateway CPU")
     parser.add_argument("--loadgen-cpu", type=int, default=1, help="the load generator's CPU")
 
 
@@ -314,9 +321,27 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, wh
     }
 
 
-LATENCY_SETUP = ("microex serve, latency setup (busy_poll: engine on CPU {e} and gateway on CPU {g} never "
-                 "sleep; load generator on CPU {l}, polling too)")
+LATENCY_SETUP = ("microex serve --colocated, latency setup (busy_poll: the engine process serves the binary port "
+                 "itself and never sleeps, on CPU {c}; load generator on CPU {l}, polling too)")
+PROCESS_SETUP = ("microex serve with a gateway process, latency setup (busy_poll: engine on CPU {e} and gateway on "
+                 "CPU {g} never sleep; load generator on CPU {l}, polling too)")
 DEFAULT_SETUP = "microex serve, default setup (processes sleep when idle, no pinning; load generator sleeps in select)"
+
+
+def _max_row(name: str, maxed: list[dict], setup: str, args) -> dict:
+    rates_s = [m["orders"] / m["wall_s"] for m in maxed]
+    best = statistics.median(rates_s)
+    mid = maxed[rates_s.index(sorted(rates_s)[len(rates_s) // 2])]
+    return {
+        "name": name,
+        "workload": f"{setup}: {args.max_orders:,} orders as fast as acknowledged, pipelined (at most "
+                    f"8,192 unacknowledged), 2 sessions, journal fsync=none; median of "
+                    f"{args.runs}; load generator CPU {mid['cpu_s'] / mid['wall_s']:.0%} of a core, venue "
+                    f"processes {mid['venue_cpu_s'] / mid['wall_s']:.0%}; target >= 500k/s: "
+                    f"{'met' if best >= TARGET_RATE else 'not met'}",
+        "ops_per_s": best, "ns_per_op": 1e9 / best, "runs_ops_per_s": rates_s,
+        "loadgen_cpu": mid["cpu_s"] / mid["wall_s"], "venue_cpu": mid["venue_cpu_s"] / mid["wall_s"],
+    }
 
 
 def main(args) -> int:
@@ -325,42 +350,41 @@ def main(args) -> int:
     plan = [{"mode": "fixed", "rate": r, "count": int(r * args.seconds), "spin": True} for r in rates]
     slow_plan = [{"mode": "fixed", "rate": rates[0], "count": int(rates[0] * args.seconds)}]
     max_plan = [{"mode": "max", "count": args.max_orders} for _ in range(args.runs)]
-    latency_setup = LATENCY_SETUP.format(e=args.engine_cpu, g=args.gateway_cpu, l=args.loadgen_cpu)
+    # the tables are sized for everything a venue is sent here (latency steps, then max-rate runs)
+    expected = sum(p["count"] for p in plan) + sum(p["count"] for p in max_plan)
+    colocated_setup = LATENCY_SETUP.format(c=args.colocated_cpu, l=args.loadgen_cpu)
+    process_setup = PROCESS_SETUP.format(e=args.engine_cpu, g=args.gateway_cpu, l=args.loadgen_cpu)
     rows = []
-    steps = len(plan) + len(max_plan) + 1 + (0 if args.no_fsync_row else 1)
+    steps = 2 * (len(plan) + len(max_plan)) + 1 + (0 if args.no_fsync_row else 1)
     steps += 0 if args.no_baselines else len(rates) * len(BASELINES)
     with Progress(console=console) as progress:
         task = progress.add_task("gateway bench", total=steps)
-        venue = BenchVenue("none", args.port, True, args.engine_cpu, args.gateway_cpu)
-        try:
-            fixed = _run_plan(venue, plan, progress, task, args.loadgen_cpu)
-            maxed = _run_plan(venue, max_plan, progress, task, args.loadgen_cpu)
-        finally:
-            venue.close()
-        for r, res in zip(rates, fixed):
-            rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}", r, res, "none", args.seconds, latency_setup))
-        rates_s = [m["orders"] / m["wall_s"] for m in maxed]
-        best = statistics.median(rates_s)
-        mid = maxed[rates_s.index(sorted(rates_s)[len(rates_s) // 2])]
-        rows.append({
-            "name": "gateway.max_rate",
-            "workload": f"{latency_setup}: {args.max_orders:,} orders as fast as acknowledged, pipelined (at most "
-                        f"8,192 unacknowledged), 2 sessions, 1 gateway process, journal fsync=none; median of "
-                        f"{args.runs}; load generator CPU {mid['cpu_s'] / mid['wall_s']:.0%} of a core, venue "
-                        f"processes {mid['venue_cpu_s'] / mid['wall_s']:.0%}; target >= 500k/s: "
-                        f"{'met' if best >= TARGET_RATE else 'not met'}",
-            "ops_per_s": best, "ns_per_op": 1e9 / best, "runs_ops_per_s": rates_s,
-            "loadgen_cpu": mid["cpu_s"] / mid["wall_s"], "venue_cpu": mid["venue_cpu_s"] / mid["wall_s"],
-        })
+        for colocated in (True, False):
+            if colocated:
+                venue = BenchVenue("none", args.port, True, args.colocated_cpu, None, colocated=True,
+                                   expected_orders=expected)
+            else:
+                venue = BenchVenue("none", args.port, True, args.engine_cpu, args.gateway_cpu,
+                                   expected_orders=expected)
+            try:
+                fixed = _run_plan(venue, plan, progress, task, args.loadgen_cpu)
+                maxed = _run_plan(venue, max_plan, progress, task, args.loadgen_cpu)
+            finally:
+                venue.close()
+            setup, tag = (colocated_setup, "") if colocated else (process_setup, ".gateway_process")
+            for r, res in zip(rates, fixed):
+                rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}{tag}", r, res, "none", args.seconds, setup))
+            rows.append(_max_row("gateway.max_rate" + (".colocated" if colocated else ""), maxed, setup, args))
         r = rates[0]
         if not args.no_fsync_row:
-            venue = BenchVenue("batch", args.port, True, args.engine_cpu, args.gateway_cpu)
+            venue = BenchVenue("batch", args.port, True, args.colocated_cpu, None, colocated=True,
+                               expected_orders=expected)
             try:
                 [res] = _run_plan(venue, [dict(plan[0])], progress, task, args.loadgen_cpu)
             finally:
                 venue.close()
             rows.append(_latency_row(f"gateway.order_to_ack.rate_{r}.fsync_batch", r, res, "batch", args.seconds,
-                                     latency_setup))
+                                     colocated_setup))
         venue = BenchVenue("none", args.port, False)
         try:
             [res] = _run_plan(venue, slow_plan, progress, task, None)

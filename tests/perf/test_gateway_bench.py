@@ -12,17 +12,20 @@ def test_bench_gateway_writes_every_row(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
-    for name in ("gateway.order_to_ack.rate_2000", "gateway.order_to_ack.rate_2000.fsync_batch",
+    for name in ("gateway.order_to_ack.rate_2000", "gateway.order_to_ack.rate_2000.gateway_process",
+                 "gateway.order_to_ack.rate_2000.fsync_batch", "gateway.order_to_ack.rate_2000.default_setup",
                  "gateway.baseline.echo.rate_2000", "gateway.baseline.inprocess.rate_2000"):
         row = rows[name]
         assert 0 < row["p50_ns"] <= row["p99_ns"] <= row["p999_ns"], name
         assert row["rejects"] == 0 and 0 < row["loadgen_cpu"] and row["venue_cpu"] > 0
         assert 0 < row["socket_p50_ns"] <= row["p50_ns"], name  # the ack is in the socket before it is read
-    inside = rows["gateway.order_to_ack.rate_2000"]  # the venue's own histograms, scraped around the run
-    assert 0 < inside["gateway_read_p50_le_ns"] <= inside["venue_order_to_ack_p50_le_ns"]
-    assert 0 < inside["journal_append_p50_le_ns"] <= inside["engine_batch_p50_le_ns"]
+    for name in ("gateway.order_to_ack.rate_2000", "gateway.order_to_ack.rate_2000.gateway_process"):
+        inside = rows[name]  # the venue's own histograms, scraped around the run (colocated: gateway 0's too)
+        assert 0 < inside["gateway_read_p50_le_ns"] <= inside["venue_order_to_ack_p50_le_ns"], name
+        assert 0 < inside["journal_append_p50_le_ns"] <= inside["engine_batch_p50_le_ns"], name
+    assert "colocated" in rows["gateway.order_to_ack.rate_2000"]["workload"]
     assert not [k for k in rows["gateway.baseline.echo.rate_2000"] if k.endswith("_le_ns")]  # no venue metrics there
-    assert rows["gateway.max_rate"]["ops_per_s"] > 0
+    assert rows["gateway.max_rate"]["ops_per_s"] > 0 and rows["gateway.max_rate.colocated"]["ops_per_s"] > 0
     assert rows["gateway.cold.idle_0us"]["p50_ns"] > 0
 
 
