@@ -373,7 +373,7 @@ class GatewaySessions:
         """Room for n more orders in the id tables (the kernels never grow them)."""
         self.ids.ensure(n)
         if self.cids.ensure(n):
-            log.warning("client-id table doubled", extra={"entries": len(self.cids), "expected_orders_too_low": True})
+            log.info("client-id table doubled", extra={"entries": len(self.cids), "expected_orders_too_low": True})
 
     def _refill(self, sess: Session, now: int) -> None:
         elapsed = max(now - sess.tokens_ns, 0)

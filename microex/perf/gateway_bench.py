@@ -53,6 +53,8 @@ KEYS = (b"bench-key-account-1", b"bench-key-account-2")
 TARGET_P50_NS, TARGET_P99_NS, TARGET_RATE = 40_000, 100_000, 500_000
 BASELINES = {
     "echo": "baseline: a uvloop server that acks each order with struct and nothing else (the machine's floor)",
+    "spin_echo": "baseline: a server that acks each order with struct and nothing else, never sleeping, pinned "
+                 "like the colocated engine (the floor of the latency setup)",
     "inprocess": "baseline: the gateway server over an in-process engine (no rings, engine process or journal)",
 }
 
@@ -140,11 +142,11 @@ class BenchVenue(ServeProcess):
 class BaselineVenue:
     """A perf/baseline_venues.py server in its own process (same interface as BenchVenue)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, cpu: int | None = None) -> None:
         ctx = mp.get_context("spawn")
         here, there = ctx.Pipe()
         self.stop = ctx.Event()
-        self.proc = ctx.Process(target=baseline_main, args=(kind, KEYS, there, self.stop), name=f"baseline-{kind}")
+        self.proc = ctx.Process(target=baseline_main, args=(kind, KEYS, there, self.stop, cpu), name=f"baseline-{kind}")
         self.proc.start()
         if not here.poll(120):
             raise TimeoutError(f"the {kind} baseline did not start")
@@ -395,14 +397,18 @@ def main(args) -> int:
         if not args.no_baselines:
             rows.extend(_cold_rows())
             for kind, what in BASELINES.items():
-                venue = BaselineVenue(kind)
+                spin = kind == "spin_echo"  # set up as the colocated latency rows are
+                venue = BaselineVenue(kind, args.colocated_cpu if spin else None)
                 try:
-                    results = _run_plan(venue, [dict(p, spin=False) for p in plan], progress, task, None)
+                    results = _run_plan(venue, [dict(p, spin=spin) for p in plan], progress, task,
+                                        args.loadgen_cpu if spin else None)
                 finally:
                     venue.close()
+                loadgen = (f"; load generator on CPU {args.loadgen_cpu}, polling too" if spin
+                           else "; load generator sleeps in select")
                 for r, res in zip(rates, results):
                     rows.append(_latency_row(f"gateway.baseline.{kind}.rate_{r}", r, res, "none (no journal)",
-                                             args.seconds, what + "; load generator sleeps in select"))
+                                             args.seconds, what + loadgen))
     print_rows(rows)
     out = write_results(rows, args.json, "gateway")
     console.print(f"results written to {out}")

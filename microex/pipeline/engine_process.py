@@ -112,6 +112,7 @@ class EngineLoop:
                 reports(events)  # the clients' reports first: the ring's consumers are not waited on
                 sink(events)
         cmds = np.zeros(s.batch, dtype=COMMAND)
+        cmds_bytes = cmds.view(np.uint8)
         marker = np.zeros(1, dtype=EVENT)
         marker["kind"] = EventKind.BATCH
         marker["seq"] = last_seq  # "ready at seq N": a BATCH of no commands
@@ -163,6 +164,8 @@ class EngineLoop:
                     continue
                 busy = True
                 run_batch(cmds[:n])
+                if gateway is not None:  # its compiled pass writes fields, not whole records: no stale bytes
+                    cmds_bytes[: n * RECORD_SIZE] = 0
                 since_snapshot += n
                 if self.snapshot_requested or (s.snapshot_every and since_snapshot >= s.snapshot_every):
                     self._snapshot(engine, last_seq)

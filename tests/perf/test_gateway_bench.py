@@ -14,7 +14,8 @@ def test_bench_gateway_writes_every_row(tmp_path):
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
     for name in ("gateway.order_to_ack.rate_2000", "gateway.order_to_ack.rate_2000.gateway_process",
                  "gateway.order_to_ack.rate_2000.fsync_batch", "gateway.order_to_ack.rate_2000.default_setup",
-                 "gateway.baseline.echo.rate_2000", "gateway.baseline.inprocess.rate_2000"):
+                 "gateway.baseline.echo.rate_2000", "gateway.baseline.spin_echo.rate_2000",
+                 "gateway.baseline.inprocess.rate_2000"):
         row = rows[name]
         assert 0 < row["p50_ns"] <= row["p99_ns"] <= row["p999_ns"], name
         assert row["rejects"] == 0 and 0 < row["loadgen_cpu"] and row["venue_cpu"] > 0
