@@ -9,16 +9,18 @@ sockets, so an order is read, journaled, matched and acknowledged in one turn of
 one loop, the way exchange-core runs its gateways inside the core's process.
 
 How it works (no asyncio: the engine loop calls it, it never blocks)
-- `poll(cmds, at, limit)`: one non-blocking epoll poll; accepts new connections,
-  reads every readable socket once and hands the bytes to `GatewaySessions.on_bytes`
-  (the same sessions, codec, fast path and transition table as a gateway process).
-  The read's commands are written into the engine's batch array `cmds[at:limit]`;
-  replies (rejects, login acks) are sent at once, before the batch runs, as a
-  gateway process writes them before submitting. A socket whose commands would
-  not fit in the batch is left readable for the next turn (epoll is
-  level-triggered): the batch bound is backpressure, nothing is dropped.
+- `poll(cmds, at, limit)`: one non-blocking epoll poll through the fast lane
+  (lane.py): the sockets of sessions that can only send orders next are read and
+  decoded by compiled code; every other ready socket (a new connection, a login,
+  a partial frame, a socket with bytes queued...) goes to `GatewaySessions.on_bytes`,
+  the same sessions, codec and transition table as a gateway process. The read's
+  commands are written into the engine's batch array `cmds[at:limit]`; replies
+  (rejects, login acks) are sent at once, before the batch runs, as a gateway
+  process writes them before submitting. A socket whose commands would not fit
+  in the batch is left readable for the next turn (epoll is level-triggered):
+  the batch bound is backpressure, nothing is dropped.
 - `on_events(events)`: the engine's events of a batch -> execution reports, one
-  send per connection.
+  send per connection (the lane's compiled send for its sessions).
 - Sends never block: what a socket does not take waits in that connection's
   queue (EPOLLOUT then drains it, in order); past `max_write_buffer` queued bytes
   the connection is a slow consumer and is aborted (cancel-on-disconnect applies).
@@ -112,12 +114,14 @@ class ColocatedGateway:
 
     def poll(self, cmds: np.ndarray, at: int, limit: int) -> int:
         """Read what is ready; write the commands into cmds[at:limit]; returns the new end."""
+        at0 = at
         at = self._put_later(cmds, at, limit)
         if time.monotonic() >= self._next_timer:
             self._next_timer = time.monotonic() + self.timer_s
             self._timer()
-        if self._later:
-            return at  # commands still owed come before anything read after them
+        if self._later:  # commands still owed come before anything read after them
+            self.counters[G_COMMANDS] += at - at0
+            return at
         lane = self.lane
         t0 = time.perf_counter_ns()
         at, nrej, nslow, reads, nbytes = lane.read(cmds, at, limit, self.clock())
@@ -148,7 +152,9 @@ class ColocatedGateway:
                 if not self._later:  # else the batch is full: this socket stays readable for the next turn
                     at = self._read(conn, cmds, at, limit)
             self._enter(conn)
-        return self._put_later(cmds, at, limit)  # e.g. the cancels of connections that ended just now
+        at = self._put_later(cmds, at, limit)  # e.g. the cancels of connections that ended just now
+        self.counters[G_COMMANDS] += at - at0
+        return at
 
     def _lane_rejects(self, n: int) -> None:
         """EXEC_REJECTED for the lane's rejects (rate limit, duplicate id), per session in stream order."""

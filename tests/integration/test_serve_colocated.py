@@ -129,6 +129,7 @@ def test_colocated_venue_trades_answers_bad_input_and_recovers(tmp_path):
             assert sum(v for k, v in metrics.items() if k.startswith("microex_gateway_reads_total")) >= 10
             acks = sum(v for k, v in metrics.items() if k.startswith("microex_gateway_order_to_ack_seconds_count"))
             assert acks >= 1500
+            assert sum(v for k, v in metrics.items() if k.startswith("microex_gateway_commands_total")) >= 1500
             assert metrics['microex_engine_commands_total{action="cancel"}'] >= 2  # bob's and carol's
             raw.setblocking(True)
             venue.proc.send_signal(15)  # a clean stop: LOGOUT SHUTDOWN to the sessions still open
