@@ -46,7 +46,7 @@ from rich.progress import Progress
 from microex.perf.baseline_venues import baseline_main
 from microex.perf.loadgen import loadgen_main
 from microex.perf.serve_process import ServeProcess, free_port, tree_cpu_s
-from microex.perf.results import latency_fields, print_rows, write_results
+from microex.perf.results import latency_fields, plot_quantiles, print_rows, quantiles, write_results
 
 RATES = (10_000, 50_000, 100_000)
 KEYS = (b"bench-key-account-1", b"bench-key-account-2")
@@ -319,7 +319,7 @@ def _latency_row(name: str, rate: int, res: dict, fsync: str, seconds: float, wh
         "ops_per_s": float(rate), "mean_ns": float(lat.mean()), "p50_ns": p50, "p99_ns": p99, "p999_ns": p999,
         "loadgen_cpu": res["cpu_s"] / res["wall_s"], "venue_cpu": res["venue_cpu_s"] / res["wall_s"],
         "rejects": res["rejects"], "send_late_p50_ns": late50, "send_late_p99_ns": late99,
-        "socket_p50_ns": s50, "socket_p99_ns": s99, **inside,
+        "socket_p50_ns": s50, "socket_p99_ns": s99, "latency_quantiles_ns": quantiles(lat), **inside,
     }
 
 
@@ -412,4 +412,15 @@ def main(args) -> int:
     print_rows(rows)
     out = write_results(rows, args.json, "gateway")
     console.print(f"results written to {out}")
+    at = 50_000 if 50_000 in rates else rates[len(rates) // 2]
+    try:
+        plot_quantiles([r for r in rows if r["name"].startswith(("gateway.order_to_ack.rate_", "gateway.baseline."))
+                        and r["name"].split(".rate_")[1].split(".")[0] == str(at)], out.with_suffix(".png"),
+                       title=f"microex bench gateway: order -> ack at {at:,} orders/s, venue setups and floors",
+                       ylabel="scheduled send -> ack read (µs)", scale_ns=1e3,
+                       targets=((TARGET_P50_NS / 1e3, "target p50 40 µs"), (TARGET_P99_NS / 1e3, "target p99 100 µs")),
+                       log_y=True)
+        console.print(f"latency plot: {out.with_suffix('.png')}")
+    except ImportError:  # matplotlib is the bench extra's
+        pass
     return 0

@@ -34,7 +34,7 @@ from rich.progress import Progress
 
 from microex.perf.md_floor import FloorServer
 from microex.perf.md_load import C_CONFLATED, C_INCREMENTS, C_RESYNC, driver_main, raise_fd_limit, subscribers_main
-from microex.perf.results import print_rows, write_results
+from microex.perf.results import plot_quantiles, print_rows, quantiles, write_results
 from microex.perf.serve_process import ServeProcess, free_port
 
 KEY = "md-bench-driver-key-1"
@@ -173,7 +173,7 @@ def _fanout_row(args, venue: MdVenue, n: int, multicast: bool = False) -> dict:
         "subscriber_min_per_s": float(per_sub.min()) if len(per_sub) else 0.0, "conflated": conflated,
         "resyncs": resyncs, "dropped": dropped, "subscriber_cpu": sub_cpu,
         **({"udp_receive_drops": udp_drops} if multicast else {}), "venue_cpu": venue_cpu / (wall + 1.0),
-        "venue_bytes_per_subscriber": (rss1 - rss0) / max(n, 1), "latency_quantiles_ns": _quantiles(samples),
+        "venue_bytes_per_subscriber": (rss1 - rss0) / max(n, 1), "latency_quantiles_ns": quantiles(samples),
     }
 
 
@@ -186,39 +186,11 @@ def udp_receive_drops() -> int:
         return 0
 
 
-QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9)
-
-
-def _quantiles(samples: np.ndarray) -> list[float]:
-    """The latency at each of QUANTILES (percent), for the plot."""
-    return [float(v) for v in np.percentile(samples, QUANTILES)] if len(samples) else []
-
-
 def plot_latency(rows: list[dict], out) -> None:
     """Latency quantiles of the fan-out rows, venue and floor side by side (a PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for r in rows:
-        q = r.get("latency_quantiles_ns")
-        if q:
-            ax.plot([x / 100 for x in QUANTILES], [v / 1e6 for v in q], marker="o", label=r["name"],
-                    linestyle="--" if ".baseline." in r["name"] else "-")
-    ax.axhline(5.0, color="grey", linewidth=0.8)
-    ax.text(0.01, 5.1, "target p99 5 ms (1,000 subscribers)", fontsize=8, color="grey")
-    ax.set_xscale("logit")  # fractions: the tail gets room
-    ax.set_xticks([x / 100 for x in QUANTILES], [f"p{x:g}" for x in QUANTILES], fontsize=7)
-    ax.minorticks_off()
-    ax.set_xlabel("quantile")
-    ax.set_ylabel("publish -> subscriber receive (ms)")
-    ax.set_title("microex bench md: the venue's fan-out and the floor (no venue)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    plot_quantiles(rows, out, title="microex bench md: the venue's fan-out and the floor (no venue)",
+                   ylabel="publish -> subscriber receive (ms)", scale_ns=1e6,
+                   targets=((5.0, "target p99 5 ms (1,000 subscribers)"),))
 
 
 def _delivery(reports: list[dict], expected: float, wall: float):
@@ -251,7 +223,7 @@ def _floor_row(args, floor: FloorServer, n: int) -> dict:
                     f"subscriber receive (sampled); subscribers' CPU {sub_cpu:.0%} of a core",
         "ops_per_s": delivered / wall, "p50_ns": p50, "p99_ns": p99,
         "mean_ns": float(samples.mean()) if len(samples) else 0.0, "delivered_fraction": delivered / expected,
-        "subscriber_cpu": sub_cpu, "short_sends": done["short"], "latency_quantiles_ns": _quantiles(samples),
+        "subscriber_cpu": sub_cpu, "short_sends": done["short"], "latency_quantiles_ns": quantiles(samples),
     }
 
 

@@ -69,3 +69,46 @@ def print_rows(rows: list[dict], console: Console | None = None) -> None:
             _fmt_ns(r.get("p9999_ns")), ratio,
         )
     (console or Console(width=150)).print(table)
+
+
+QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9)  # percent, for latency_quantiles_ns and the plots
+
+
+def quantiles(samples) -> list[float]:
+    """The latency at each of QUANTILES (percent): a row's `latency_quantiles_ns`."""
+    import numpy as np
+
+    return [float(v) for v in np.percentile(samples, QUANTILES)] if len(samples) else []
+
+
+def plot_quantiles(rows: list[dict], out, *, title: str, ylabel: str, scale_ns: float,
+                   targets: tuple[tuple[float, str], ...] = (), log_y: bool = False) -> None:
+    """Each row's latency_quantiles_ns as one curve over a logit quantile axis (the tail gets room);
+    baselines dashed; `targets` as grey lines (value in the plot's unit, label); `log_y` for tails that
+    span decades. A PNG at `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in rows:
+        q = r.get("latency_quantiles_ns")
+        if q:
+            ax.plot([x / 100 for x in QUANTILES], [v / scale_ns for v in q], marker="o", label=r["name"],
+                    linestyle="--" if ".baseline." in r["name"] else "-")
+    for value, label in targets:
+        ax.axhline(value, color="grey", linewidth=0.8)
+        ax.text(0.01, value * 1.02, label, fontsize=8, color="grey")
+    ax.set_xscale("logit")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xticks([x / 100 for x in QUANTILES], [f"p{x:g}" for x in QUANTILES], fontsize=7)
+    ax.minorticks_off()
+    ax.set_xlabel("quantile")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

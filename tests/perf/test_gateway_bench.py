@@ -28,6 +28,9 @@ def test_bench_gateway_writes_every_row(tmp_path):
     assert not [k for k in rows["gateway.baseline.echo.rate_2000"] if k.endswith("_le_ns")]  # no venue metrics there
     assert rows["gateway.max_rate"]["ops_per_s"] > 0 and rows["gateway.max_rate.colocated"]["ops_per_s"] > 0
     assert rows["gateway.cold.idle_0us"]["p50_ns"] > 0
+    q = rows["gateway.order_to_ack.rate_2000"]["latency_quantiles_ns"]
+    assert len(q) == 11 and q == sorted(q) and q[4] == rows["gateway.order_to_ack.rate_2000"]["p50_ns"]
+    assert out.with_suffix(".png").stat().st_size > 10_000  # the quantile plot
 
 
 def test_histogram_quantile_between_two_scrapes():
