@@ -48,7 +48,7 @@ import numpy as np
 
 from microex.core import raw
 from microex.core.records import COMMAND
-from microex.gateway.lane import FastLane
+from microex.gateway.lane import LAST_SENT, FastLane
 from microex.gateway.server import MAX_WRITE_BUFFER
 from microex.gateway.session import GatewaySessions, State, _rejects
 from microex.pipeline.metrics import (
@@ -130,15 +130,18 @@ class ColocatedGateway:
             c[G_READS] += reads
             c[G_BYTES_IN] += nbytes
             observe(c, G_READ_HIST, time.perf_counter_ns() - t0)
+        # Each slow entry's connection, taken before anything below may close one: an fd freed
+        # here can be handed to a connection accepted in this same loop.
+        slow = [(self.conns.get(fd), fd, mask, start, end) for fd, mask, start, end in lane.slow[:nslow].tolist()]
         if nrej:
             self._lane_rejects(nrej)
-        for k in range(nslow):
-            fd, mask, start, end = (int(v) for v in lane.slow[k])
-            conn = self.conns.get(fd)
+        for conn, fd, mask, start, end in slow:
             if conn is None:
                 if fd == self.listener.fileno():
                     self._accept()
                 continue
+            if self.conns.get(fd) is not conn:
+                continue  # it ended since (its unread bytes go with it)
             self._leave(conn)
             if start >= 0:  # bytes the lane read but did not take: the session layer's, in order
                 at = self._on_data(conn, bytes(lane.arena[start:end]), cmds, at, limit)
@@ -169,6 +172,8 @@ class ColocatedGateway:
             pick = sidx == s
             ev = _rejects(int(pick.sum()), now, lane.rej_reason[:n][pick], lane.rej_inst[:n][pick],
                           lane.rej_side[:n][pick])
+            sess.last_sent_ns = now  # a reply like any other for the heartbeat timer (the lane's copy too)
+            lane.state[s, LAST_SENT] = now
             self._send(conn, sess.encoder.exec_reports(ev, lane.rej_cid[:n][pick]))
 
     def _put_later(self, cmds: np.ndarray, at: int, limit: int) -> int:
