@@ -78,6 +78,10 @@ class Venue:
     # -- start -------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # From the first moment: a SIGTERM while the stages start (a client may already be
+        # trading on a port that is open) is a clean stop once they are up, not a kill.
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
         cfg = self.cfg
         data = DataDir(cfg.data)
         first = not data.exists()
@@ -214,8 +218,6 @@ class Venue:
 
     def serve_forever(self, duration_s: float | None = None) -> None:
         """Until SIGINT/SIGTERM (or `duration_s`)."""
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
         last_t, last_c, last_e = time.monotonic(), self.commands, self.events
         end = None if duration_s is None else last_t + duration_s
         while not self.stop and (end is None or time.monotonic() < end):
