@@ -163,3 +163,45 @@ def test_colocated_venue_trades_answers_bad_input_and_recovers(tmp_path):
         asyncio.run(asyncio.wait_for(second_run(), 60))
     finally:
         assert venue.stop() == 0
+
+
+def test_colocated_venue_feeds_market_data_and_the_http_edge(tmp_path):
+    """The other stages keep their places around a colocated engine: the market-data stage on the
+    outbound ring, the HTTP edge's ring and its journal-following replica."""
+    import urllib.request
+
+    from microex.client.marketdata import MarketDataClient
+
+    data = tmp_path / "data"
+    port, md_port, http_port = _free_port(), _free_port(), _free_port()
+    venue = Serve(data, port, "--colocated", "--md-port", str(md_port), "--http-port", str(http_port))
+    try:
+        keys = _keys(data)
+
+        async def run():
+            md = await MarketDataClient.connect("127.0.0.1", md_port)
+            await md.subscribe(BTCUSDT)
+            await md.wait_synced(BTCUSDT)
+            alice = await Client.connect("127.0.0.1", port, keys[0])
+            ack = await alice.place(BTCUSDT, Side.BUY, PRICE - 3000, 7)
+            assert ack.kind == MsgType.EXEC_ACCEPTED
+            for _ in range(500):
+                if md.book(BTCUSDT).best_bid() == (PRICE - 3000, 7):
+                    break
+                await asyncio.sleep(0.01)
+            assert md.book(BTCUSDT).best_bid() == (PRICE - 3000, 7)
+            await alice.close()
+            await md.close()
+
+        asyncio.run(asyncio.wait_for(run(), 60))
+        depth = None
+        for _ in range(100):  # the edge's replica follows the journal
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/v3/depth?symbol=BTCUSDT", timeout=10) as r:
+                depth = json.loads(r.read())
+            if depth["bids"]:
+                break
+            time.sleep(0.05)
+        price, qty = (float(v) for v in depth["bids"][0])
+        assert (price, qty) == (59870.0, 0.007), depth  # 7 lots of 0.001 BTC at 5,987,000 ticks of 0.01
+    finally:
+        assert venue.stop() == 0
