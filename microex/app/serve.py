@@ -20,7 +20,8 @@ The supervisor (this process) owns the rings and the child processes:
    engine), count commands and events, print a status line.
 6. Stop: gateways first (LOGOUT SHUTDOWN; cancel-on-disconnect cancels reach the
    engine), then the engine (finishes its batch, syncs the journal, snapshots),
-   then the rings are removed.
+   then the rings are removed. Colocated, the engine is the gateway: it stops
+   before the market-data stage, which so still publishes its last cancels.
 """
 
 from __future__ import annotations
@@ -256,6 +257,10 @@ class Venue:
             if self.http.is_alive():
                 self.http.kill()
             self.http = None
+        if self.pipe is not None and self.cfg.colocated:
+            # the engine is the gateway: it sends LOGOUT SHUTDOWN and runs the cancel-on-disconnect
+            # cancels in a last batch, which the market-data stage must still see
+            self.pipe.stop_engine(on_events=self._count)
         if self.md is not None:  # after the gateways: it publishes their last cancels
             self.md.terminate()
             self.md.join(10)

@@ -14,7 +14,7 @@ import numpy as np
 
 from microex.core import raw
 from microex.core.config import EngineConfig
-from microex.core.idmap import id_map_capacity, id_map_full, id_map_grown, id_map_new
+from microex.core.idmap import ID_HEADER, id_map_capacity, id_map_full, id_map_grown, id_map_new
 from microex.core.matching import EVENTS_SLACK, process_batch
 from microex.core.records import COMMAND, EVENT
 from microex.core.state import H_LIVE_ORDERS, L_COUNT, L_PRICE, L_QTY, allocate_state, views
@@ -134,9 +134,22 @@ class MatchingEngine:
         return out
 
     def digest(self) -> str:
-        """Hash of the whole engine state (book, id map, balances): equal digests,
-        bit-identical state. Deterministic for a config, id-hash multiplier and
-        command sequence, whatever the batching."""
+        """Hash of the whole engine state (book, balances, every id taken and its value): equal
+        digests, equal state. Deterministic for a config, id-hash multiplier and command
+        sequence, whatever the batching, and whatever size the id map was grown to (a venue
+        sizes it ahead, reserve_ids; a replay grows it as it goes): the map's entries are
+        hashed in id order, not where they sit."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(self.state.tobytes())
+        ids = self.ids
+        h.update(ids[[0, 2]].tobytes())  # entries used, hash multiplier
+        pairs = ids[ID_HEADER:].reshape(-1, 2)
+        used = pairs[pairs[:, 0] != 0]
+        h.update(used[np.argsort(used[:, 0])].tobytes())
+        return h.hexdigest()
+
+    def layout_digest(self) -> str:
+        """The digest of snapshot format 1: the arrays' raw bytes, id map slots included."""
         h = hashlib.blake2b(digest_size=16)
         h.update(self.state.tobytes())
         h.update(self.ids.tobytes())

@@ -73,12 +73,13 @@ log = logging.getLogger(__name__)
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "conn_id", "queued", "closing")
+    __slots__ = ("sock", "fd", "conn_id", "queued", "closing", "close_by")
 
     def __init__(self, sock: socket.socket, conn_id: int) -> None:
         self.sock, self.fd, self.conn_id = sock, sock.fileno(), conn_id
         self.queued = bytearray()  # bytes the socket has not taken yet, in order
         self.closing = 0  # a reason + 1 once the sessions asked to close it after its last bytes
+        self.close_by = 0.0  # closing: when to give up on those bytes (monotonic s)
 
 
 class ColocatedGateway:
@@ -96,6 +97,7 @@ class ColocatedGateway:
         self.port = self.listener.getsockname()[1]
         self.epoll = select.epoll()
         self.epoll.register(self.listener.fileno(), _IN)
+        self._listening = True
         self.conns: dict[int, _Conn] = {}  # by fd
         self.by_id: dict[int, _Conn] = {}
         self._ids = itertools.count(1)
@@ -177,8 +179,16 @@ class ColocatedGateway:
             self._send(conn, sess.encoder.exec_reports(ev, lane.rej_cid[:n][pick]))
 
     def _put_later(self, cmds: np.ndarray, at: int, limit: int) -> int:
-        while self._later and len(self._later[0]) <= limit - at:
-            at = raw.put(cmds, at, self._later.pop(0))
+        """As much of the owed commands as the batch has room for, in order (a disconnect's
+        cancels may be more than a whole batch)."""
+        while self._later and at < limit:
+            head = self._later[0]
+            k = min(len(head), limit - at)
+            at = raw.put(cmds, at, head[:k])
+            if k == len(head):
+                self._later.pop(0)
+            else:
+                self._later[0] = head[k:]
         return at
 
     def _accept(self) -> None:
@@ -187,8 +197,10 @@ class ColocatedGateway:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # out of fds: try again next turn
+            except OSError as e:  # out of fds: stop listening for a timer tick instead of spinning on it
                 log.warning("accept failed", extra={"errno": e.errno})
+                self.epoll.unregister(self.listener.fileno())
+                self._listening = False
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -245,6 +257,12 @@ class ColocatedGateway:
 
     def _timer(self) -> None:
         """Heartbeats and idle timeouts read the sessions' times: every session leaves the lane for it."""
+        if not self._listening:
+            self.epoll.register(self.listener.fileno(), _IN)
+            self._listening = True
+        now = time.monotonic()
+        for conn in [c for c in self.conns.values() if c.closing and c.close_by <= now]:
+            self._end(conn, conn.closing - 1)
         conns = list(self.conns.values())
         for conn in conns:
             self._leave(conn)
@@ -257,13 +275,11 @@ class ColocatedGateway:
     def on_events(self, events: np.ndarray) -> None:
         """The engine's events -> execution reports: the lane sends those of its sessions."""
         now = self.clock()
-        nseg, left = self.lane.send(events, now)
-        if not nseg:
-            return
-        buf = self.sessions._reports
-        self.counters[G_REPORT_BYTES] += int(buf.seg_end[nseg - 1])
+        nseg, left, sent_bytes = self.lane.send(events, now)
+        self.counters[G_REPORT_BYTES] += sent_bytes
         if not left:
             return
+        buf = self.sessions._reports
         by_index, sent = self.sessions._by_index, self.lane.sent
         for j in range(nseg):
             a, b, r = int(buf.seg_start[j]), int(buf.seg_end[j]), int(sent[j])
@@ -277,7 +293,7 @@ class ColocatedGateway:
                 continue
             self._leave(conn)
             sess.last_sent_ns = now
-            self._send(conn, buf.out[a + max(r, 0) : b].tobytes(), counted=True)
+            self._send(conn, buf.out[a + max(r, 0) : b].tobytes())
 
     def _deliver(self, replies: dict, closed) -> None:
         for conn_id, data in replies.items():
@@ -292,13 +308,15 @@ class ColocatedGateway:
             if conn is not None and not conn.closing:
                 conn.closing = int(reason) + 1
                 if conn.queued:
-                    self.epoll.modify(conn.fd, _OUT)  # no more reads: close once its bytes are out
+                    # no more reads: close once its bytes are out, or after a heartbeat interval
+                    # if the client has stopped reading (its cancel-on-disconnect must not wait)
+                    self.epoll.modify(conn.fd, _OUT)
+                    conn.close_by = time.monotonic() + max(self.sessions.heartbeat_ms / 1000, self.timer_s)
                 else:
                     self._end(conn, reason)
 
-    def _send(self, conn: _Conn, data: bytes, counted: bool = False) -> None:
-        if not counted:
-            self.counters[G_REPORT_BYTES] += len(data)
+    def _send(self, conn: _Conn, data: bytes) -> None:
+        self.counters[G_REPORT_BYTES] += len(data)
         if conn.queued:
             conn.queued += data
         else:
@@ -334,8 +352,9 @@ class ColocatedGateway:
             if conn.closing:
                 self._end(conn, conn.closing - 1)
             else:
+                # back to reads only; the caller puts the session back in the lane once this
+                # readiness entry's read (if any) is done, so both copies of its state agree
                 self.epoll.modify(conn.fd, _IN)
-                self._enter(conn)
 
     def _end(self, conn: _Conn, reason: int) -> None:
         """Forget the connection and close its socket; its cancel-on-disconnect CANCELs wait for the next batch."""
@@ -362,7 +381,8 @@ class ColocatedGateway:
     def shutdown(self) -> np.ndarray:
         """LOGOUT SHUTDOWN to every session, close every connection; returns the commands still owed
         to the engine (cancel-on-disconnect and any held batch)."""
-        self.epoll.unregister(self.listener.fileno())
+        if self._listening:
+            self.epoll.unregister(self.listener.fileno())
         self.listener.close()
         for conn in self.conns.values():
             self._leave(conn)
@@ -371,10 +391,8 @@ class ColocatedGateway:
             conn = self.by_id.get(conn_id)
             if conn is not None:
                 conn.queued += data
-                try:
-                    conn.sock.setblocking(True)
-                    conn.sock.settimeout(0.5)  # a short grace for the LOGOUT; a client not reading loses it
-                    conn.sock.sendall(conn.queued)
+                try:  # one non-blocking try: a client that does not read loses its LOGOUT, and no
+                    conn.sock.send(conn.queued)  # number of such clients can hold up the stop
                 except OSError:
                     pass
                 conn.queued.clear()

@@ -16,9 +16,9 @@ How it works
   pass did not take (another message, a partial frame: arena[start:end]); such
   a session has left the lane (the kernel clears its fd) and Python's
   `leave` syncs it before the session layer sees those bytes.
-- A read is made only while the batch, the arena and the reject buffers have
-  room for a whole read's frames; a socket skipped for room stays ready
-  (level-triggered epoll) for the next turn.
+- A read takes at most as many bytes as the batch, the arena and the reject
+  buffers have room for the frames of (and at least a largest frame's worth); a
+  socket skipped for room stays ready (level-triggered epoll) for the next turn.
 - `send(events)`: orders.route_reports, then one libc `send` per session in the
   lane. A segment of a session outside it, or what a socket did not take, goes
   back to Python to be queued (that session leaves the lane: its bytes stay in order).
@@ -30,6 +30,7 @@ rejects come back in stream order with their session, to be sent before the batc
 from __future__ import annotations
 
 import ctypes
+import platform
 import select
 import socket
 
@@ -39,6 +40,7 @@ from numba import njit
 from microex.gateway.order_frames import MIN_ORDER_FRAME, order_frames
 from microex.gateway.orders import route_reports
 from microex.gateway.session import GatewayReason, GatewaySessions, Session
+from microex.protocol.binary import MAX_FRAME_SIZE
 
 _libc = ctypes.CDLL(None)
 _epoll_wait = _libc.epoll_wait
@@ -51,10 +53,14 @@ _send = _libc.send
 _send.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
 _send.restype = ctypes.c_ssize_t
 
-_EVENT_SIZE = 12  # struct epoll_event is packed on x86-64: u32 events, then the data (Python puts the fd there)
+# struct epoll_event: u32 events, then the data (Python puts the fd there); packed on x86-64 only
+_PACKED = platform.machine().lower() in ("x86_64", "amd64")
+_EVENT_SIZE = 12 if _PACKED else 16
+_FD_AT = 4 if _PACKED else 8
 MAX_EVENTS = 64
 READ_MAX = 1 << 16  # one recv: at most READ_MAX // MIN_ORDER_FRAME frames
 FRAMES_PER_READ = READ_MAX // MIN_ORDER_FRAME
+_MIN_READ = MAX_FRAME_SIZE  # a read smaller than the largest frame waits for a turn with more room
 _EPOLLIN = select.EPOLLIN
 _DONTWAIT = socket.MSG_DONTWAIT
 _SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL  # no SIGPIPE from a peer that has gone
@@ -77,17 +83,20 @@ def lane_read(epfd, evbuf, fd_sidx, state, tokens, cids, base, eid, owner_sidx, 
     for k in range(max(n, 0)):
         off = k * _EVENT_SIZE
         mask = np.int64(evbuf[off]) | (np.int64(evbuf[off + 1]) << 8) | (np.int64(evbuf[off + 2]) << 16)
-        fd = (np.int64(evbuf[off + 4]) | (np.int64(evbuf[off + 5]) << 8) | (np.int64(evbuf[off + 6]) << 16)
-              | (np.int64(evbuf[off + 7]) << 24))
+        f = off + _FD_AT
+        fd = (np.int64(evbuf[f]) | (np.int64(evbuf[f + 1]) << 8) | (np.int64(evbuf[f + 2]) << 16)
+              | (np.int64(evbuf[f + 3]) << 24))
         s1 = fd_sidx[fd] if fd < fd_sidx.shape[0] else 0
         if s1 == 0 or mask != _EPOLLIN:
             slow[nslow, 0], slow[nslow, 1], slow[nslow, 2], slow[nslow, 3] = fd, mask, -1, -1
             nslow += 1
             continue
-        if (limit - at < FRAMES_PER_READ or rej_cid.shape[0] - nrej < FRAMES_PER_READ
-                or arena.shape[0] - apos < READ_MAX):
-            continue  # no room for a whole read this turn
-        got = _recv(fd, arena.ctypes.data + apos, READ_MAX, _DONTWAIT)
+        # as many bytes as the batch, the rejects and the arena have room for the frames of
+        size = min(READ_MAX, (limit - at) * MIN_ORDER_FRAME, (rej_cid.shape[0] - nrej) * MIN_ORDER_FRAME,
+                   arena.shape[0] - apos)
+        if size < _MIN_READ:
+            continue  # no room this turn: the socket stays ready
+        got = _recv(fd, arena.ctypes.data + apos, size, _DONTWAIT)
         if got <= 0:  # EOF, an error, or nothing after all: Python's recv tells which
             slow[nslow, 0], slow[nslow, 1], slow[nslow, 2], slow[nslow, 3] = fd, mask, -1, -1
             nslow += 1
@@ -121,13 +130,14 @@ def lane_read(epfd, evbuf, fd_sidx, state, tokens, cids, base, eid, owner_sidx, 
 def lane_send(events, lo, hi, owner_sidx, owner_cid, status, next_seq, rec, rec_u8, frame_sidx, out, seg_sidx,
               seg_start, seg_end, now, ack_hist, state, fd_sidx, sent):
     """route_reports, then a send per session in the lane. sent[j]: bytes taken, -1 a failed send,
-    -2 not in the lane (Python delivers). Returns (segments, segments not wholly sent)."""
+    -2 not in the lane (Python delivers). Returns (segments, segments not wholly sent, bytes sent)."""
     nseg = route_reports(events, lo, hi, owner_sidx, owner_cid, status, next_seq, rec, rec_u8, frame_sidx, out,
                          seg_sidx, seg_start, seg_end, now, ack_hist)
     left = 0
+    nbytes = 0
     for j in range(nseg):
         s = seg_sidx[j]
-        fd = state[s, FD]
+        fd = state[s, FD] if s < state.shape[0] else -1  # sessions that never entered have no row
         if fd < 0 or fd >= fd_sidx.shape[0] or fd_sidx[fd] != s + 1:
             sent[j] = -2
             left += 1
@@ -137,10 +147,11 @@ def lane_send(events, lo, hi, owner_sidx, owner_cid, status, next_seq, rec, rec_
         sent[j] = r
         if r > 0:
             state[s, LAST_SENT] = now
+            nbytes += r
         if r != size:
             fd_sidx[fd] = 0  # the rest is queued by Python: the session is out until it drains
             left += 1
-    return nseg, left
+    return nseg, left, nbytes
 
 
 class FastLane:
@@ -242,9 +253,9 @@ class FastLane:
             self.rej_sidx, self.rej_cid, self.rej_reason, self.rej_inst, self.rej_side, self.slow)
         return at, nrej, nslow, reads, nbytes
 
-    def send(self, events: np.ndarray, now: int) -> tuple[int, int]:
+    def send(self, events: np.ndarray, now: int) -> tuple[int, int, int]:
         """Route the events' reports and send those of sessions in the lane: (segments, segments left
-        to Python). The segments are in sessions._reports, each one's result in self.sent."""
+        to Python, bytes sent). The segments are in sessions._reports, each one's result in self.sent."""
         sess = self.sessions
         ids, buf = sess.ids, sess._reports
         buf.ensure(2 * len(events))

@@ -202,7 +202,8 @@ class GatewaySessions:
 
     def __init__(self, api_keys: Mapping[bytes, int], *, heartbeat_ms: int = 1000, rate_per_s: float = 1000.0,
                  burst: float | None = None, first_order_id: int = 1, first_session_id: int = 1,
-                 expected_orders: int = 1 << 12, clock: Callable[[], int] = time.time_ns) -> None:
+                 expected_orders: int = 1 << 12, read_room: int = 1 << 14,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         if first_order_id < 1 or heartbeat_ms < 1 or rate_per_s <= 0:
             raise ValueError("first_order_id, heartbeat_ms and rate_per_s must be positive")
         self.api_keys = {bytes(k).rstrip(b"\0"): int(v) for k, v in api_keys.items()}
@@ -213,10 +214,12 @@ class GatewaySessions:
         self.conns: dict[Hashable, Session] = {}
         self.sessions: dict[int, Session] = {}  # logged-in, not yet disconnected
         self._first_session = int(first_session_id)
-        # Sized for `expected_orders` (orders this gateway sends in a run): past it, each doubling
-        # copies or rehashes every id ever sent, with this gateway stopped (milliseconds).
-        self.ids = OrderIdMap(int(first_order_id), max(int(expected_orders), 16))
-        self.cids = ClientIdMap(expected_orders)  # (session, client order id) -> engine order id
+        # Sized for `expected_orders` (orders this gateway sends in a run) plus `read_room` (the
+        # most a read reserves ahead: make_room): past it, each doubling copies or rehashes every
+        # id ever sent, with this gateway stopped (milliseconds).
+        size = max(int(expected_orders), 16) + int(read_room)
+        self.ids = OrderIdMap(int(first_order_id), size)
+        self.cids = ClientIdMap(size)  # (session, client order id) -> engine order id
         self._by_index: list[Session | None] = []  # logged-in sessions by index (None: not or no longer)
         self._next_seq = np.ones(64, dtype=np.int64)  # per session index: its next outgoing frame seq
         self._reports = ReportBuffers()

@@ -203,7 +203,7 @@ class EngineLoop:
         sessions = GatewaySessions(gs.api_keys, heartbeat_ms=gs.heartbeat_ms, rate_per_s=gs.rate_per_s,
                                    burst=gs.burst, first_order_id=first_order_id(gs.run, gs.gateway_no),
                                    first_session_id=first_session_id(gs.gateway_no),
-                                   expected_orders=gs.expected_orders)
+                                   expected_orders=gs.expected_orders, read_room=self.s.batch)
         counters = None
         if metrics is not None:
             base = gateway_base(gs.gateway_no)

@@ -136,6 +136,19 @@ class LocalPipeline:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.join(timeout=30)
 
+    def stop_engine(self, timeout: float = 120.0, on_events=None) -> None:
+        """Clean stop of the engine process (it finishes its batch and snapshots), draining our
+        consumer meanwhile so its last events never wait for ring space."""
+        if self.proc.is_alive():
+            self.proc.terminate()
+        deadline = time.monotonic() + timeout
+        while self.proc.is_alive() and time.monotonic() < deadline:
+            self.drain(on_events=on_events)
+            self.proc.join(0.01)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
     def close(self) -> None:
         """Clean stop (the engine snapshots), then remove the rings."""
         if self.proc.is_alive():

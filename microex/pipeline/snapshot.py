@@ -32,7 +32,7 @@ def snapshot_path(directory: Path, last_seq: int) -> Path:
 
 
 def write_snapshot(directory: Path, engine: MatchingEngine, last_seq: int) -> Path:
-    meta = json.dumps({"format": 1, "last_seq": last_seq, "digest": engine.digest()})
+    meta = json.dumps({"format": 2, "last_seq": last_seq, "digest": engine.digest()})
     buf = io.BytesIO()
     np.savez(buf, state=engine.state, ids=engine.ids, meta=np.array(meta))
     path = snapshot_path(directory, last_seq)
@@ -64,7 +64,9 @@ def load_snapshot(path: Path, engine: MatchingEngine) -> int | None:
         engine.restore(state, ids)
     except ValueError:
         return None
-    if engine.digest() != meta.get("digest"):
+    # format 1 (before 2026-11-22) hashed the id map's raw slots; 2 its entries in id order
+    digest = engine.layout_digest() if meta.get("format") == 1 else engine.digest()
+    if digest != meta.get("digest"):
         engine.state, engine.ids = saved
         return None
     return int(meta["last_seq"])

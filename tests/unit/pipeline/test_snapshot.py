@@ -85,3 +85,26 @@ def test_datadir_fixes_the_engine_identity(tmp_path):
     assert first.id_hash_multiplier % 2 == 1
     d.create(EngineConfig(max_orders=2048), None)  # a second create keeps the first identity
     assert d.load()[0] == first
+
+
+def test_digest_does_not_depend_on_the_id_maps_size_and_format_1_snapshots_still_load(tmp_path):
+    import io
+    import json
+
+    w = match_mix(3_000, seed=4, book_target=300)
+    cmds = np.concatenate([w.setup, w.cmds])
+    grown = MatchingEngine(CONFIG)
+    grown.reserve_ids(1 << 14)  # sized ahead, as a venue does with expected_orders
+    grown.process(cmds)
+    plain = _engine_after(cmds)
+    assert len(grown.ids) > len(plain.ids) and grown.digest() == plain.digest()
+    assert grown.layout_digest() != plain.layout_digest()  # the raw slots differ
+    other = _engine_after(cmds[:-1])
+    assert other.digest() != plain.digest()
+    # a snapshot written before the change (format 1: the layout digest) is still accepted
+    meta = json.dumps({"format": 1, "last_seq": 7, "digest": plain.layout_digest()})
+    buf = io.BytesIO()
+    np.savez(buf, state=plain.state, ids=plain.ids, meta=np.array(meta))
+    (tmp_path / "snapshot-00000000000000000007.snap").write_bytes(buf.getvalue())
+    restored = MatchingEngine(CONFIG)
+    assert load_newest(tmp_path, restored) == 7 and restored.digest() == plain.digest()
