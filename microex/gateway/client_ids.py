@@ -95,6 +95,10 @@ class ClientIdMap:
     def __len__(self) -> int:
         return int(self.table[0])
 
+    def room(self) -> int:
+        """Entries that can still be put before the table is more than half full."""
+        return capacity(self.table) // 2 - int(self.table[0])
+
     def ensure(self, n: int) -> bool:
         """Room for n more entries at most half full; True if the table had to double for it."""
         t = self.table

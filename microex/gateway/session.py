@@ -220,6 +220,7 @@ class GatewaySessions:
         size = max(int(expected_orders), 16) + int(read_room)
         self.ids = OrderIdMap(int(first_order_id), size)
         self.cids = ClientIdMap(size)  # (session, client order id) -> engine order id
+        self._room_eid = 0  # make_room's next full check
         self._by_index: list[Session | None] = []  # logged-in sessions by index (None: not or no longer)
         self._next_seq = np.ones(64, dtype=np.int64)  # per session index: its next outgoing frame seq
         self._reports = ReportBuffers()
@@ -373,10 +374,18 @@ class GatewaySessions:
             self._already_logged_in(sess, Messages(msgs.msg_type, msgs.records[1:]), out, now)
 
     def make_room(self, n: int) -> None:
-        """Room for n more orders in the id tables (the kernels never grow them)."""
-        self.ids.ensure(n)
+        """Room for n more orders in the id tables (the kernels never grow them).
+
+        Every engine id given takes at most one client-id entry, so below `_room_eid` (worked
+        out at the last full check) both tables have room: one comparison per read."""
+        ids = self.ids
+        if ids.next_eid + n <= self._room_eid:
+            return
+        ids.ensure(n)
         if self.cids.ensure(n):
             log.info("client-id table doubled", extra={"entries": len(self.cids), "expected_orders_too_low": True})
+        cids = self.cids
+        self._room_eid = min(ids.base + len(ids.status), ids.next_eid + cids.room())
 
     def _refill(self, sess: Session, now: int) -> None:
         elapsed = max(now - sess.tokens_ns, 0)

@@ -55,6 +55,7 @@ def test_a_table_sized_for_the_day_never_doubles_and_a_small_one_says_when_it_do
         assert not sized.ensure(1)
         client_ids.put(sized.table, 0, _bits(i), i + 1)
     assert sized.table is first  # no rehash on the order path
+    assert sized.room() == capacity(sized.table) // 2 - 10_000 >= 0
     small = ClientIdMap(4)
     multiplier = int(small.table[2])
     grew = []
@@ -68,3 +69,18 @@ def test_a_table_sized_for_the_day_never_doubles_and_a_small_one_says_when_it_do
 
 def test_each_gateway_hashes_with_its_own_multiplier():
     assert len({int(ClientIdMap(4).table[2]) for _ in range(8)}) > 1
+
+
+def test_make_room_keeps_both_id_tables_able_to_take_what_it_promised():
+    from microex.gateway.session import GatewaySessions
+
+    gw = GatewaySessions({b"key-1": 1}, expected_orders=16, read_room=8)
+    eid = gw.ids.next_eid
+    for burst in [1, 8, 3, 8, 8, 2, 8, 8, 8, 8, 8, 8, 8, 8]:  # past the sizing: both tables must grow
+        gw.make_room(burst)
+        for _ in range(burst):
+            client_ids.put(gw.cids.table, 0, _bits(eid), eid)
+            eid += 1
+        gw.ids.next_eid = eid
+        assert 2 * len(gw.cids) <= capacity(gw.cids.table)  # never past half full
+        assert gw.ids.next_eid - gw.ids.base <= len(gw.ids.status)
