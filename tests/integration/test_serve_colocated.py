@@ -205,3 +205,62 @@ def test_colocated_venue_feeds_market_data_and_the_http_edge(tmp_path):
         assert (price, qty) == (59870.0, 0.007), depth  # 7 lots of 0.001 BTC at 5,987,000 ticks of 0.01
     finally:
         assert venue.stop() == 0
+
+
+def test_kill_9_of_a_colocated_engine_loses_no_acknowledged_order(tmp_path):
+    """With fsync=none an order is in the journal (the OS's page cache) before its ack leaves:
+    after kill -9 of the engine process under load, every order a client saw acknowledged is
+    in the journal, and a restart recovers exactly the journal."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from microex.core.records import Action
+    from microex.pipeline.datadir import DataDir
+    from microex.pipeline.journal import replay_batches
+    from microex.pipeline.recovery import recover, replay
+
+    data = tmp_path / "data"
+    port = _free_port()
+    venue = Serve(data, port, "--colocated")
+    acked: set[int] = set()
+    try:
+        keys = _keys(data)
+        engine_pid = next(int(p) for p in Path(f"/proc/{venue.proc.pid}/task/{venue.proc.pid}/children").read_text().split()
+                          if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text())
+
+        async def load():
+            def on_report(r):
+                if r.kind == MsgType.EXEC_ACCEPTED:
+                    acked.add(r.price_ticks)  # each order's price is its number: findable in the journal
+
+            alice = await Client.connect("127.0.0.1", port, keys[0], on_report=on_report, reconnect=False)
+            # resting 1-lot bids below the market, each at its own price (nothing trades); within the
+            # demo account's 10,000 open orders and its USDT
+            for k in range(1, 8_001):
+                alice.place_nowait(BTCUSDT, Side.BUY, PRICE - 50_000 - 10 * k, 1)
+                if k % 200 == 0:
+                    await asyncio.sleep(0.001)
+                if len(acked) >= 3000:
+                    os.kill(engine_pid, signal.SIGKILL)  # with orders still in flight
+                    break
+            await asyncio.sleep(0.5)
+
+        asyncio.run(asyncio.wait_for(load(), 90))
+    finally:
+        try:
+            venue.proc.wait(60)  # the supervisor stops once its engine is gone
+        finally:
+            if venue.proc.poll() is None:
+                venue.proc.kill()
+    assert 3000 <= len(acked) < 8000  # killed mid-stream
+    assert venue.proc.returncode != 0  # the supervisor saw its engine die
+    engine_log = (data / "logs" / "engine.jsonl").read_text().splitlines()
+    assert json.loads(engine_log[-1])["msg"] != "stopped"  # a kill, not a clean stop
+    journaled = set()
+    for batch in replay_batches(data / "journal"):
+        news = batch[(batch["action"] == Action.NEW) & (batch["account"] == 1)]
+        journaled.update(news["price_ticks"].tolist())
+    assert acked <= journaled, sorted(acked - journaled)[:10]
+    n, digest, _ = recover(DataDir(data))
+    assert replay(DataDir(data)) == (n, digest)
