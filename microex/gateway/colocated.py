@@ -50,7 +50,7 @@ from microex.core import raw
 from microex.core.records import COMMAND
 from microex.gateway.lane import LAST_SENT, FastLane
 from microex.gateway.server import MAX_WRITE_BUFFER
-from microex.gateway.session import GatewaySessions, State, _rejects
+from microex.gateway.session import GatewaySessions, State
 from microex.pipeline.metrics import (
     BUCKETS,
     G_ACK_HIST,
@@ -172,11 +172,11 @@ class ColocatedGateway:
             if conn is None:
                 continue
             pick = sidx == s
-            ev = _rejects(int(pick.sum()), now, lane.rej_reason[:n][pick], lane.rej_inst[:n][pick],
-                          lane.rej_side[:n][pick])
+            frames = self.sessions.reject_frames(sess, now, lane.rej_cid[:n][pick], lane.rej_reason[:n][pick],
+                                                 lane.rej_inst[:n][pick], lane.rej_side[:n][pick])
             sess.last_sent_ns = now  # a reply like any other for the heartbeat timer (the lane's copy too)
             lane.state[s, LAST_SENT] = now
-            self._send(conn, sess.encoder.exec_reports(ev, lane.rej_cid[:n][pick]))
+            self._send(conn, frames)
 
     def _put_later(self, cmds: np.ndarray, at: int, limit: int) -> int:
         """As much of the owed commands as the batch has room for, in order (a disconnect's

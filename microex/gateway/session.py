@@ -400,8 +400,12 @@ class GatewaySessions:
         return k
 
     def _reject(self, sess: Session, out: _Out, now: int, cids, reasons, instrument=0, side=0) -> None:
-        ev = _rejects(len(cids), now, reasons, instrument, side)
-        out.send(sess, sess.encoder.exec_reports(ev, cids), now)
+        out.send(sess, self.reject_frames(sess, now, cids, reasons, instrument, side), now)
+
+    @staticmethod
+    def reject_frames(sess: Session, now: int, cids, reasons, instrument=0, side=0) -> bytes:
+        """Gateway-made EXEC_REJECTED frames for the session (numbered by its encoder)."""
+        return sess.encoder.exec_reports(_rejects(len(cids), now, reasons, instrument, side), cids)
 
     def _commands(self, sess: Session, n: int, now: int, action: Action) -> np.ndarray:
         cmds = np.zeros(n, dtype=COMMAND)

@@ -151,11 +151,7 @@ class LocalPipeline:
 
     def close(self) -> None:
         """Clean stop (the engine snapshots), then remove the rings."""
-        if self.proc.is_alive():
-            self.proc.terminate()
-        self.proc.join(timeout=120)
-        if self.proc.is_alive():
-            self.proc.kill()
+        self.stop_engine()
         self.events.close()
         for ring in (*self.inbounds, self.outbound):
             ring.close()
